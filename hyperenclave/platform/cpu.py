@@ -1,0 +1,517 @@
+"""The vCPU: Unicorn executes guest code; this class does what Unicorn leaves undone.
+
+Unicorn runs in `UC_TLB_VIRTUAL` mode, so every TLB miss comes to `_tlb_fill`, which walks the
+guest's page tables and then the second translation stage (identity before the monitor
+launches, the EPT after). Events Unicorn reports but does not carry out (exceptions, SYSCALL,
+HLT, VMCALL/ENCLU) stop the current slice and are finished here, outside `emu_start`, where the
+privilege level and the stack can be changed safely.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID,
+                     UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN,
+                     UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_64,
+                     UC_PROT_ALL, UC_TLB_VIRTUAL, Uc, UcError)
+from unicorn import x86_const as x86
+from unicorn.unicorn_const import UC_CTL_TLB_FLUSH
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.unicorn_py3.unicorn import uccallback, uclib
+
+from . import paging
+from .faultaddr import faulting_address
+from .memory import MemoryError_, PhysicalMemory
+from .paging import ACCESS_FETCH, ACCESS_READ, ACCESS_WRITE, PageFault
+from .uc_state import CpuStatePatcher
+
+if TYPE_CHECKING:
+    from .devices.bus import IoBus
+
+MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000080, 0xC0000081, 0xC0000082, 0xC0000084
+MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000100, 0xC0000101, 0xC0000102
+RFLAGS_IF = 1 << 9
+RFLAGS_RF = 1 << 16
+
+VMCALL = b"\x0f\x01\xc1"
+VMMCALL = b"\x0f\x01\xd9"
+ENCLU = b"\x0f\x01\xd7"
+
+# Exception vectors (SDM Vol. 3A 6.3.1).
+DE, DB, NMI, BP, OF, BR, UD, NM, DF = 0, 1, 2, 3, 4, 5, 6, 7, 8
+TS, NP, SS, GP, PF, MF, AC, MC, XM = 10, 11, 12, 13, 14, 16, 17, 18, 19
+EXCEPTIONS_WITH_ERROR_CODE = frozenset({DF, TS, NP, SS, GP, PF, AC})
+EXCEPTION_NAMES = {DE: "#DE", DB: "#DB", NMI: "NMI", BP: "#BP", OF: "#OF", BR: "#BR", UD: "#UD",
+                   NM: "#NM", DF: "#DF", TS: "#TS", NP: "#NP", SS: "#SS", GP: "#GP", PF: "#PF",
+                   MF: "#MF", AC: "#AC", MC: "#MC", XM: "#XM"}
+
+GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+REG_IDS: dict[str, int] = {name: getattr(x86, f"UC_X86_REG_{name.upper()}") for name in
+                           GPRS + ("rip", "rflags", "cr0", "cr2", "cr3", "cr4", "cs", "ss",
+                                   "ds", "es", "fs", "gs", "fs_base", "gs_base")}
+
+
+class SecondStageFault(Exception):
+    """Raised by a second translation stage (the EPT) when it forbids an access."""
+
+
+class SecondStage(Protocol):
+    """Guest-physical -> host-physical translation applied after the guest page walk."""
+
+    def translate(self, gpa: int, access: int) -> tuple[int, int]:
+        """Return (host-physical page address, PROT_* bits) or raise SecondStageFault."""
+        ...
+
+
+class IdentityStage:
+    """Before the monitor launches, guest-physical is host-physical."""
+
+    def translate(self, gpa: int, access: int) -> tuple[int, int]:
+        return gpa & ~0xFFF, UC_PROT_ALL
+
+
+class EventKind(enum.Enum):
+    """What stopped a slice: the things a hypervisor could intercept."""
+
+    EXCEPTION = "exception"
+    SYSCALL = "syscall"
+    HLT = "hlt"
+    VMCALL = "vmcall"
+    ENCLU = "enclu"
+    SECOND_STAGE_FAULT = "second_stage_fault"
+    TRIPLE_FAULT = "triple_fault"
+
+
+@dataclass(slots=True)
+class GuestEvent:
+    """One event at an instruction boundary, handed to the intercept (monitor) if present."""
+
+    kind: EventKind
+    rip: int
+    vector: int | None = None
+    error_code: int | None = None
+    address: int | None = None        # CR2 / linear address of a faulting access
+    access: int | None = None         # paging.ACCESS_*
+    fault: Exception | None = None    # second-stage fault details
+    instruction: bytes = b""
+
+
+class Intercept(Protocol):
+    """What a monitor plugs into the vCPU when it takes over (VMX non-root operation)."""
+
+    def on_cpuid(self, cpu: "VCpu", leaf: int, subleaf: int) -> tuple[int, int, int, int] | None:
+        """Return the four CPUID registers to report, or None to run CPUID natively."""
+        ...
+
+    def on_event(self, cpu: "VCpu", event: GuestEvent) -> bool:
+        """Handle a guest event as a VM exit. Return False to let the platform handle it natively."""
+        ...
+
+
+class MachineCheck(Exception):
+    """The vCPU cannot go on (triple fault, halt with interrupts off, access to no memory)."""
+
+    def __init__(self, reason: str, reset: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reset = reset
+
+
+@dataclass
+class CpuStats:
+    tlb_fills: int = 0
+    slices: int = 0
+    exceptions: int = 0
+    interrupts: int = 0
+    syscalls: int = 0
+    exits: dict[str, int] = field(default_factory=dict)
+
+
+class _FastRegs:
+    """One ctypes batch read of the registers the TLB fill needs (the binding costs 5 us each)."""
+
+    IDS = (x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3, x86.UC_X86_REG_CS)
+
+    def __init__(self, uc: Uc) -> None:
+        n = len(self.IDS)
+        self._values = (ctypes.c_uint64 * n)()
+        self._ids = (ctypes.c_int * n)(*self.IDS)
+        self._ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(self._values) + 8 * i for i in range(n)))
+        self._handle = uc._uch
+        self._n = n
+        self._fn = uclib.uc_reg_read_batch
+
+    def read(self) -> tuple[int, int, int]:
+        self._fn(self._handle, self._ids, self._ptrs, self._n)
+        v = self._values
+        return v[0], v[1], v[2]
+
+
+class VCpu:
+    """One x86-64 logical processor of the machine."""
+
+    def __init__(self, memory: PhysicalMemory, io: "IoBus", clock: Callable[[], int],
+                 index: int = 0) -> None:
+        self.index = index
+        self.memory = memory
+        self.io = io
+        self.clock = clock  # virtual TSC
+        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        for region in memory.regions:
+            uc.mem_map_ptr(region.base, region.size, UC_PROT_ALL,
+                           memory.host_address + region.offset)
+        for dev in io.mmio_devices:
+            uc.mmio_map(dev.base, dev.size, dev.mmio_read, None, dev.mmio_write, None)
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        # With an (empty) exit list Unicorn ignores emu_start's `until`; otherwise it translates
+        # the `until` page on every run, a fill no guest instruction asked for.
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([])
+        self._regs = _FastRegs(uc)
+        self._patcher = CpuStatePatcher(uc)
+        self.second_stage: SecondStage = IdentityStage()
+        self.intercept: Intercept | None = None
+        self.stats = CpuStats()
+        self.efer = 0
+        self.pending_irqs: set[int] = set()
+        self.halted = False
+        self._event: GuestEvent | None = None
+        self._fill_fault: Exception | None = None
+        self._phys = _SecondStagePhysical(self)
+        uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
+        uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, x86.UC_X86_INS_CPUID)
+        # The binding has no RDTSC entry in its hook table; register it the way the binding does.
+        self._rdtsc_cb = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(lambda uc_, _key: self._rdtsc(uc_, None))
+        uc._Uc__do_hook_add(UC_HOOK_INSN, self._rdtsc_cb, 1, 0, x86.UC_X86_INS_RDTSC)
+        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        uc.hook_add(UC_HOOK_INTR, self._intr)
+
+    # ----------------------------------------------------------------- registers
+    def reg(self, name: str) -> int:
+        return self.uc.reg_read(REG_IDS[name])
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.uc.reg_write(REG_IDS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def msr(self, index: int) -> int:
+        return self.uc.msr_read(index)
+
+    def set_msr(self, index: int, value: int) -> None:
+        self.uc.msr_write(index, value)
+        if index == MSR_EFER:
+            self.efer = value
+            self.flush_tlb()
+
+    @property
+    def rip(self) -> int:
+        return self.uc.reg_read(x86.UC_X86_REG_RIP)
+
+    @rip.setter
+    def rip(self, value: int) -> None:
+        self.uc.reg_write(x86.UC_X86_REG_RIP, value)
+
+    @property
+    def cpl(self) -> int:
+        return self.uc.reg_read(x86.UC_X86_REG_CS) & 3
+
+    def registers(self) -> dict[str, int]:
+        """A snapshot for logs, oopses and the console."""
+        regs = {name: self.reg(name) for name in REG_IDS}
+        regs["efer"] = self.msr(MSR_EFER)
+        return regs
+
+    def descriptor_table(self, which: str) -> tuple[int, int]:
+        """(base, limit) of the GDTR or IDTR."""
+        reg = x86.UC_X86_REG_GDTR if which == "gdtr" else x86.UC_X86_REG_IDTR
+        _, base, limit, _ = self.uc.reg_read(reg)
+        return base, limit
+
+    def set_descriptor_table(self, which: str, base: int, limit: int) -> None:
+        reg = x86.UC_X86_REG_GDTR if which == "gdtr" else x86.UC_X86_REG_IDTR
+        self.uc.reg_write(reg, (0, base, limit, 0))
+
+    def task_register(self) -> tuple[int, int, int]:
+        """(selector, base, limit) of TR."""
+        sel, base, limit, _ = self.uc.reg_read(x86.UC_X86_REG_TR)
+        return sel, base, limit
+
+    def load_segments(self, cpl: int, cs: int, ss: int) -> None:
+        """Switch privilege level and load CS/SS, as SYSCALL, IDT delivery or VM entry do."""
+        self._patcher.set_cpl(cpl)
+        self.uc.reg_write(x86.UC_X86_REG_CS, cs)
+        self.uc.reg_write(x86.UC_X86_REG_SS, ss)
+
+    def flush_tlb(self) -> None:
+        """INVLPG/INVEPT for everything: translation inputs changed outside the guest's view."""
+        self.uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)  # the binding has no wrapper for this control
+
+    # ----------------------------------------------------------------- memory as the guest sees it
+    def translate(self, vaddr: int, access: int = ACCESS_READ, user: bool | None = None
+                  ) -> tuple[int, int]:
+        """Guest-virtual -> host-physical through the guest walk and the second stage.
+
+        Raises PageFault or SecondStageFault like the hardware would for that access.
+        """
+        cr0, cr3, cs = self._regs.read()
+        if user is None:
+            user = cs & 3 == 3
+        if cr0 & paging.CR0_PG:
+            w = paging.walk(self._phys, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
+                            bool(self.efer & paging.EFER_NXE))
+            gpa, perms = w.gpa, w.perms
+        else:
+            gpa, perms = vaddr & ~0xFFF, UC_PROT_ALL
+        hpa, stage_perms = self.second_stage.translate(gpa, access)
+        return hpa | (vaddr & 0xFFF), perms & stage_perms
+
+    def read_virtual(self, vaddr: int, length: int, user: bool | None = None) -> bytes:
+        out = bytearray()
+        while length:
+            chunk = min(length, 0x1000 - (vaddr & 0xFFF))
+            hpa, _ = self.translate(vaddr, ACCESS_READ, user)
+            out += self.memory.read(hpa, chunk)
+            vaddr += chunk
+            length -= chunk
+        return bytes(out)
+
+    def write_virtual(self, vaddr: int, data: bytes, user: bool | None = None) -> None:
+        while data:
+            chunk = min(len(data), 0x1000 - (vaddr & 0xFFF))
+            hpa, _ = self.translate(vaddr, ACCESS_WRITE, user)
+            self.memory.write(hpa, data[:chunk])
+            vaddr += chunk
+            data = data[chunk:]
+
+    # ----------------------------------------------------------------- hooks (inside emu_start)
+    def _tlb_fill(self, uc: Uc, vaddr: int, access: int, entry, _user) -> bool:
+        self.stats.tlb_fills += 1
+        try:
+            hpa, perms = self.translate(vaddr, access)
+        except MemoryError_:
+            # A page table outside RAM: the walk reads all-ones, a reserved-bit fault.
+            self._record_fill_fault(PageFault(vaddr, paging.PF_P | paging.PF_RSVD), vaddr, access)
+            return False
+        except (PageFault, SecondStageFault) as fault:
+            self._record_fill_fault(fault, vaddr, access)
+            return False
+        entry.paddr = hpa & ~0xFFF
+        entry.perms = perms
+        return True
+
+    def _record_fill_fault(self, fault: Exception, vaddr: int, access: int) -> None:
+        if self._fill_fault is None:
+            self._fill_fault, self._fill_vaddr, self._fill_access = fault, vaddr, access
+
+    def _in(self, uc: Uc, port: int, size: int, _user) -> int:
+        return self.io.port_read(port, size)
+
+    def _out(self, uc: Uc, port: int, size: int, value: int, _user) -> None:
+        self.io.port_write(port, size, value)
+        if self.io.stop_requested:
+            uc.emu_stop()
+
+    def _cpuid(self, uc: Uc, _user) -> int:
+        if self.intercept is None:
+            return 0
+        leaf = uc.reg_read(x86.UC_X86_REG_RAX) & 0xFFFF_FFFF
+        sub = uc.reg_read(x86.UC_X86_REG_RCX) & 0xFFFF_FFFF
+        result = self.intercept.on_cpuid(self, leaf, sub)
+        if result is None:
+            return 0
+        for reg, val in zip((x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX,
+                             x86.UC_X86_REG_RDX), result):
+            uc.reg_write(reg, val & 0xFFFF_FFFF)
+        return 1
+
+    def _rdtsc(self, uc: Uc, _user) -> int:
+        tsc = self.clock()
+        uc.reg_write(x86.UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
+        uc.reg_write(x86.UC_X86_REG_RDX, tsc >> 32)
+        return 1
+
+    def _syscall(self, uc: Uc, _user) -> None:
+        self._event = GuestEvent(EventKind.SYSCALL, uc.reg_read(x86.UC_X86_REG_RIP))
+        uc.emu_stop()
+
+    def _invalid(self, uc: Uc, _user) -> bool:
+        rip = uc.reg_read(x86.UC_X86_REG_RIP)
+        try:
+            insn = self.read_virtual(rip, 3)
+        except (PageFault, SecondStageFault):
+            insn = b""
+        kind = {VMCALL: EventKind.VMCALL, VMMCALL: EventKind.VMCALL,
+                ENCLU: EventKind.ENCLU}.get(insn, EventKind.EXCEPTION)
+        self._event = GuestEvent(kind, rip, vector=UD, instruction=insn)
+        return False  # end the slice; the event is finished outside emu_start
+
+    def _intr(self, uc: Uc, intno: int, _user) -> None:
+        self._event = GuestEvent(EventKind.EXCEPTION, uc.reg_read(x86.UC_X86_REG_RIP), vector=intno)
+        uc.emu_stop()
+
+    # ----------------------------------------------------------------- running
+    def run_slice(self, timeout_us: int) -> None:
+        """Run guest code for up to `timeout_us`, then finish whatever stopped it."""
+        self.stats.slices += 1
+        self._deliver_pending_irq()
+        if self.halted:
+            return
+        self._event = None
+        self._fill_fault = None
+        start_rip = self.rip
+        started = time.perf_counter()
+        try:
+            self.uc.emu_start(start_rip, 0, timeout=timeout_us)
+        except UcError as err:
+            self._on_uc_error(err)
+        else:
+            if self._event is None and not self.io.stop_requested:
+                self._check_hlt(started, timeout_us)
+        event, self._event = self._event, None
+        if event is not None:
+            self.dispatch(event)
+
+    def _on_uc_error(self, err: UcError) -> None:
+        rip = self.rip
+        if err.errno == UC_ERR_EXCEPTION and self._fill_fault is not None:
+            fault, self._fill_fault = self._fill_fault, None
+            address = self._exact_address(rip, self._fill_vaddr, self._fill_access)
+            if isinstance(fault, PageFault):
+                self._event = GuestEvent(EventKind.EXCEPTION, rip, vector=PF,
+                                         error_code=fault.error_code, address=address)
+            else:
+                self._event = GuestEvent(EventKind.SECOND_STAGE_FAULT, rip, fault=fault,
+                                         address=address, access=self._fill_access)
+        elif err.errno == UC_ERR_INSN_INVALID:
+            if self._event is None:
+                self._event = GuestEvent(EventKind.EXCEPTION, rip, vector=UD)
+        elif err.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED):
+            raise MachineCheck(f"access to non-existent physical memory at rip {rip:#x} ({err})")
+        elif self._event is None:
+            raise MachineCheck(f"CPU stopped with {err} at rip {rip:#x}")
+
+    def _exact_address(self, rip: int, page: int, access: int) -> int:
+        """The fill only saw the page; the instruction at RIP tells the byte."""
+        if access == ACCESS_FETCH:
+            return rip if rip & ~0xFFF == page else page
+        try:
+            code = self.read_virtual(rip, 15)
+        except (PageFault, SecondStageFault, MemoryError_):
+            try:
+                code = self.read_virtual(rip, 0x1000 - (rip & 0xFFF))
+            except (PageFault, SecondStageFault, MemoryError_):
+                return page
+        return faulting_address(code, rip, page, self._reg_by_name)
+
+    def _reg_by_name(self, name: str) -> int:
+        return self.reg(name) if name in REG_IDS else 0
+
+    def _check_hlt(self, started: float, timeout_us: int) -> None:
+        """`hlt` ends emu_start quietly; tell it apart from the slice timing out."""
+        if (time.perf_counter() - started) * 1e6 >= timeout_us * 0.9:
+            return
+        rip = self.rip
+        try:
+            if self.read_virtual(rip - 1, 1) != b"\xf4":
+                return
+        except (PageFault, SecondStageFault):
+            return
+        self._event = GuestEvent(EventKind.HLT, rip - 1)
+
+    def dispatch(self, event: GuestEvent) -> None:
+        """Give the event to the monitor if one is intercepting, else do what bare metal does."""
+        if event.kind is EventKind.EXCEPTION and event.vector in EXCEPTIONS_WITH_ERROR_CODE \
+                and event.error_code is None:
+            event.error_code = self._patcher.take_exception()
+        elif event.kind is EventKind.EXCEPTION:
+            self._patcher.take_exception()
+        if self.intercept is not None and self.intercept.on_event(self, event):
+            return
+        self.handle_natively(event)
+
+    def handle_natively(self, event: GuestEvent) -> None:
+        from .interrupts import deliver  # the IDT path is the platform's own
+        if event.kind is EventKind.SYSCALL:
+            self.stats.syscalls += 1
+            self._do_syscall()
+        elif event.kind is EventKind.HLT:
+            if not self.reg("rflags") & RFLAGS_IF:
+                raise MachineCheck(f"hlt with interrupts disabled at rip {event.rip:#x}")
+            self.halted = True
+        elif event.kind in (EventKind.VMCALL, EventKind.ENCLU):
+            self.stats.exceptions += 1
+            deliver(self, UD, rip=event.rip)
+        elif event.kind is EventKind.EXCEPTION:
+            self.stats.exceptions += 1
+            software = event.vector not in range(32) or event.vector in (BP, OF)
+            if event.vector == PF:
+                self.set_reg("cr2", event.address or 0)
+            deliver(self, event.vector, error_code=event.error_code, rip=event.rip,
+                    software=software)
+        elif event.kind is EventKind.SECOND_STAGE_FAULT:
+            raise MachineCheck(f"second-stage fault with no monitor: {event.fault}")
+        else:
+            raise MachineCheck(f"unhandled event {event.kind}")
+
+    def _do_syscall(self) -> None:
+        """SYSCALL as the SDM defines it; Unicorn only calls the hook."""
+        efer = self.msr(MSR_EFER)
+        rip = self.rip  # Unicorn reports the instruction after SYSCALL
+        if not efer & paging.EFER_SCE:
+            from .interrupts import deliver
+            deliver(self, UD, rip=rip - 2)
+            return
+        star = self.msr(MSR_STAR)
+        rflags = self.reg("rflags")
+        self.set_reg("rcx", rip)
+        self.set_reg("r11", rflags & ~RFLAGS_RF)
+        self.set_reg("rflags", rflags & ~self.msr(MSR_FMASK) & ~RFLAGS_RF)
+        selector = (star >> 32) & 0xFFFC
+        self.load_segments(0, selector, selector + 8)
+        self.rip = self.msr(MSR_LSTAR)
+
+    def raise_irq(self, vector: int) -> None:
+        self.pending_irqs.add(vector)
+        self.halted = False if self.reg("rflags") & RFLAGS_IF else self.halted
+
+    def _deliver_pending_irq(self) -> None:
+        if not self.pending_irqs:
+            return
+        if not self.reg("rflags") & RFLAGS_IF:
+            return
+        vector = min(self.pending_irqs)
+        self.pending_irqs.discard(vector)
+        self.halted = False
+        self.stats.interrupts += 1
+        from .interrupts import deliver
+        event = GuestEvent(EventKind.EXCEPTION, self.rip, vector=vector)
+        if self.intercept is not None and self.intercept.on_event(self, event):
+            return
+        deliver(self, vector, rip=self.rip, external=True)
+
+    def close(self) -> None:
+        self.uc = None  # type: ignore[assignment]
+
+
+class _SecondStagePhysical:
+    """Guest-physical access for the page walker: every table read goes through the second stage."""
+
+    def __init__(self, cpu: VCpu) -> None:
+        self.cpu = cpu
+        self.mem = cpu.memory
+
+    def read_u64(self, gpa: int) -> int:
+        hpa, _ = self.cpu.second_stage.translate(gpa, ACCESS_READ)
+        return self.mem.read_u64(hpa | (gpa & 0xFFF))
+
+    def write_u64(self, gpa: int, value: int) -> None:
+        hpa, perms = self.cpu.second_stage.translate(gpa, ACCESS_WRITE)
+        self.mem.write_u64(hpa | (gpa & 0xFFF), value)
