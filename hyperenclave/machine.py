@@ -191,9 +191,9 @@ class Machine:
                     raise MachineTimeout(f"guest still running after {timeout} s "
                                          f"(last serial line: {self.last_line()!r})")
                 if cpu.halted:
+                    # Sleep until the next tick or console input; the next slice delivers it.
                     wait_ns = (next_tick - now) if next_tick else 10_000_000
                     self.uart.input_ready.wait(max(wait_ns, 0) / 1e9)
-                    cpu.run_slice(0)  # delivers the pending interrupt, if any
                     continue
                 slice_us = self.config.timeslice_us
                 if next_tick is not None:

@@ -43,7 +43,7 @@ USER_TEXT = 0x401000
 MONITOR_PATH = "/lib/firmware/hyperenclave-monitor.bin"
 
 #: The user programs built from user/<name>.c and placed at /bin/<name>.
-USER_PROGRAMS = ("hello", "segv", "cpuid", "compute", "fault", "echo", "sleep")
+USER_PROGRAMS = ("hello", "segv", "cpuid", "compute", "fault", "echo", "sleep", "systest")
 
 COMMON_CFLAGS = (
     "-std=gnu11", "-O2", "-Wall", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-pie",
@@ -167,6 +167,8 @@ def _cache_key(tc: _Toolchain, extra_programs: Mapping[str, list[Path]],
     for name in sorted(extra_programs):
         for p in extra_programs[name]:
             add(f"prog:{name}:{p.name}", p.read_bytes())
+            for h in sorted(p.parent.glob("*.h")):      # headers next to the source
+                add(f"prog:{name}:{h.name}", h.read_bytes())
     for path in sorted(extra_files):
         add("file:" + path, extra_files[path])
     return h.hexdigest()[:32]
@@ -188,26 +190,28 @@ class _Builder:
         self.obj = out / "obj"
         self.jobs = max(1, os.cpu_count() or 1)
 
-    def cflags(self, base: Sequence[str]) -> list[str]:
-        return [*base, f"-ffile-prefix-map={GUEST_DIR}=.", "-nostdinc", "-isystem",
-                self.tc.gcc_include]
+    def cflags(self, base: Sequence[str], cwd: Path) -> list[str]:
+        flags = [f"-I{GUEST_DIR / f[2:]}" if f.startswith("-I") else f for f in base]
+        return [*flags, f"-ffile-prefix-map={GUEST_DIR}=.", f"-ffile-prefix-map={cwd}=.",
+                "-nostdinc", "-isystem", self.tc.gcc_include]
 
     def compile(self, srcs: Sequence[Path], flags: Sequence[str], tag: str) -> list[Path]:
-        """Compile sources (paths inside GUEST_DIR are built relative to it) to objects."""
+        """Compile sources to objects. A source is named relative to GUEST_DIR (or, for extra
+        programs, to its own directory) so no absolute path reaches the output."""
         jobs = []
         for src in srcs:
             try:
                 rel = src.relative_to(GUEST_DIR).as_posix()
-                name = rel
+                name, cwd = rel, GUEST_DIR
             except ValueError:
-                rel = str(src)
+                rel, cwd = src.name, src.parent
                 name = "extra/" + hashlib.sha256(str(src).encode()).hexdigest()[:8] + "/" + src.name
             obj = self.obj / tag / (name + ".o")
             obj.parent.mkdir(parents=True, exist_ok=True)
-            jobs.append([self.tc.gcc, *self.cflags(flags), "-c", rel, "-o", str(obj)])
+            jobs.append((cwd, [self.tc.gcc, *self.cflags(flags, cwd), "-c", rel, "-o", str(obj)]))
         with ThreadPoolExecutor(self.jobs) as pool:
-            list(pool.map(lambda cmd: _run(cmd, cwd=GUEST_DIR), jobs))
-        return [Path(j[-1]) for j in jobs]
+            list(pool.map(lambda job: _run(job[1], cwd=job[0]), jobs))
+        return [Path(cmd[-1]) for _, cmd in jobs]
 
     def link(self, script: str, objs: Sequence[Path], out: Path) -> Path:
         _run([self.tc.ld, *LDFLAGS, "-T", script, "-o", str(out), *map(str, objs)], cwd=GUEST_DIR)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -320,11 +321,13 @@ class VCpu:
             uc.emu_stop()
 
     def _cpuid(self, uc: Uc, _user) -> int:
-        if self.intercept is None:
-            return 0
         leaf = uc.reg_read(x86.UC_X86_REG_RAX) & 0xFFFF_FFFF
         sub = uc.reg_read(x86.UC_X86_REG_RCX) & 0xFFFF_FFFF
-        result = self.intercept.on_cpuid(self, leaf, sub)
+        result = self.intercept.on_cpuid(self, leaf, sub) if self.intercept else None
+        if result is None and leaf == 1:
+            # Bare metal: Unicorn's model sets the hypervisor-present bit (ECX[31]); clear it.
+            eax, ebx, ecx, edx = _native_cpuid(1)
+            result = (eax, ebx, ecx & ~(1 << 31), edx)
         if result is None:
             return 0
         for reg, val in zip((x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX,
@@ -499,6 +502,19 @@ class VCpu:
 
     def close(self) -> None:
         self.uc = None  # type: ignore[assignment]
+
+
+@functools.cache
+def _native_cpuid(leaf: int) -> tuple[int, int, int, int]:
+    """What Unicorn's CPU model answers for `leaf`, asked once on a scratch CPU."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, b"\x0f\xa2")
+    uc.reg_write(x86.UC_X86_REG_RAX, leaf)
+    uc.reg_write(x86.UC_X86_REG_RCX, 0)
+    uc.emu_start(0x1000, 0x1002)
+    return tuple(uc.reg_read(r) & 0xFFFF_FFFF for r in (  # type: ignore[return-value]
+        x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX))
 
 
 class _SecondStagePhysical:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hyperenclave.guest.initramfs import read_initramfs
 from hyperenclave.machine import Machine, MachineConfig
 from hyperenclave.platform.firmware.measured_boot import BootImages
 from hyperenclave.tpm.eventlog import parse_eventlog, replay
@@ -116,3 +118,25 @@ def test_two_machines_boot_at_the_same_time(tmp_path: Path, guest_images: BootIm
     assert results["left"][0] == results["right"][0] == "poweroff"
     assert results["left"][2] and results["right"][2]
     assert results["left"][1] != results["right"][1]
+
+
+def test_guest_code_extends_pcr10_through_the_crb_and_logs_each_program(booted, guest_images) -> None:
+    """The kernel builds TPM2_PCR_Extend itself (IMA-style) and appends the TCG event."""
+    _, out, pcrs, _ = booted
+    files = read_initramfs(guest_images.initramfs)
+    events = [e for e in parse_eventlog((out / "eventlog.bin").read_bytes()) if e.pcr == 10]
+    assert [e.data.rstrip(b"\0").decode() for e in events] == ["/bin/hello", "/bin/segv", "/bin/cpuid"]
+    for e in events:
+        path = e.data.rstrip(b"\0").decode()
+        assert e.digest == hashlib.sha256(files[path]).digest()
+    assert replay(events)[10] == pcrs[10]
+
+
+def test_tpm_commands_are_not_doubled_when_slices_end_inside_device_callbacks(
+        tmp_path: Path, guest_images: BootImages) -> None:
+    """Short slices make Unicorn replay I/O instructions; the CRB must still run each command once."""
+    with Machine(config(tmp_path, "short", timeslice_us=200), guest_images) as m:
+        m.boot()
+        assert m.run(timeout=120).state == "poweroff"
+        assert not [line for line in m.serial_lines if "failed" in line]
+        assert m.crb.commands == 3

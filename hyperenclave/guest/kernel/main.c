@@ -11,6 +11,7 @@ char boot_command_line[BOOT_CMDLINE_MAX];
 extern const initcall_t __initcall_start[], __initcall_end[];
 void shell_run(void);
 int run_program(const char *path, int argc, const char *const argv[], bool announce);
+int report_exit(const char *path, int pid, int status, int sig);
 
 void do_initcalls(void)
 {
@@ -74,6 +75,11 @@ int run_program(const char *path, int argc, const char *const argv[], bool annou
     int status = 0, sig = 0;
     task_wait(pid, &status, &sig);
     fg_pid = 0;
+    return report_exit(path, pid, status, sig);
+}
+
+int report_exit(const char *path, int pid, int status, int sig)
+{
     if (sig) {
         printk("%s[%d] killed by signal %d (%s)\n", path, pid, sig, signal_name(sig));
         return 128 + sig;

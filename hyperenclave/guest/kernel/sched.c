@@ -7,6 +7,7 @@
 #include "sched.h"
 #include "mm.h"
 #include "fs.h"
+#include "tpm.h"
 
 static struct task tasks[NR_TASKS];
 struct task *current;
@@ -195,6 +196,11 @@ int task_spawn(const char *path, int argc, const char *const argv[])
     t->cr3 = __pa(t->pml4);
     t->kstack_top = (u64)__va(t->kstack_pa) + KSTACK_PAGES * PAGE_SIZE;
     t->mmap_next = USER_MMAP_BASE;
+
+    /* IMA-style: every program image is measured into PCR 10 before it runs. */
+    u8 digest[SHA256_DIGEST_SIZE];
+    sha256(image, size, digest);
+    tpm_measure(IMA_PCR, EV_COMPACT_HASH, digest, path, strlen(path) + 1);
 
     u64 entry, sp;
     err = elf_load(t, image, size, &entry);

@@ -4,8 +4,60 @@
 #include "fs.h"
 #include "mm.h"
 
+static void say(const char *s)
+{
+    tty_write(s, strlen(s));
+}
+
 int run_program(const char *path, int argc, const char *const argv[], bool announce);
 int split_args(char *s, const char *argv[], int max);
+int report_exit(const char *path, int pid, int status, int sig);
+
+#define MAX_JOBS 8
+static struct {
+    int pid;
+    char path[64];
+} jobs[MAX_JOBS];
+
+/* reap background jobs: all of them (blocking) or only those that have exited */
+static void reap_jobs(bool block)
+{
+    for (int i = 0; i < MAX_JOBS; i++) {
+        if (!jobs[i].pid)
+            continue;
+        struct task *t = find_task(jobs[i].pid);
+        if (t && t->state != TASK_ZOMBIE && !block)
+            continue;
+        int status = 0, sig = 0;
+        if (t && task_wait(jobs[i].pid, &status, &sig) == 0)
+            report_exit(jobs[i].path, jobs[i].pid, status, sig);
+        jobs[i].pid = 0;
+    }
+}
+
+static void start_job(const char *path, int argc, const char *const argv[])
+{
+    int slot = -1;
+    for (int i = 0; i < MAX_JOBS; i++)
+        if (!jobs[i].pid) {
+            slot = i;
+            break;
+        }
+    if (slot < 0) {
+        say("sh: too many background jobs\n");
+        return;
+    }
+    int pid = task_spawn(path, argc, argv);
+    if (pid < 0) {
+        printk("Failed to execute %s (error %d)\n", path, pid);
+        return;
+    }
+    jobs[slot].pid = pid;
+    strlcpy(jobs[slot].path, path, sizeof(jobs[slot].path));
+    char msg[32];
+    int k = snprintf(msg, sizeof(msg), "[%d] %d\n", slot + 1, pid);
+    tty_write(msg, (u64)k);
+}
 
 static void ls_cb(const char *name, u32 mode, const u8 *data, u64 size, void *arg)
 {
@@ -17,16 +69,13 @@ static void ls_cb(const char *name, u32 mode, const u8 *data, u64 size, void *ar
     tty_write(line, (u64)MIN(n, (int)sizeof(line) - 1));
 }
 
-static void say(const char *s)
-{
-    tty_write(s, strlen(s));
-}
 
 void shell_run(void)
 {
     char line[256];
     say("\nhyperenclave shell: type a program path (e.g. /bin/hello), 'help' or 'poweroff'\n");
     for (;;) {
+        reap_jobs(false);
         say("# ");
         long n = tty_read(line, sizeof(line) - 1);
         if (n == 0) {
@@ -40,12 +89,18 @@ void shell_run(void)
         int argc = split_args(line, argv, 16);
         if (!argc)
             continue;
-        if (!strcmp(argv[0], "poweroff") || !strcmp(argv[0], "exit"))
+        if (!strcmp(argv[0], "poweroff") || !strcmp(argv[0], "exit")) {
+            reap_jobs(true);
             break;
+        }
         if (!strcmp(argv[0], "reboot"))
             machine_restart();
         if (!strcmp(argv[0], "help")) {
-            say("commands: <program path> [args...], ls, free, poweroff, reboot\n");
+            say("commands: <program path> [args...] [&], wait, ls, free, poweroff, reboot\n");
+            continue;
+        }
+        if (!strcmp(argv[0], "wait")) {
+            reap_jobs(true);
             continue;
         }
         if (!strcmp(argv[0], "ls")) {
@@ -72,6 +127,9 @@ void shell_run(void)
             tty_write(msg, (u64)k);
             continue;
         }
-        run_program(path, argc, argv, false);
+        if (argc > 1 && !strcmp(argv[argc - 1], "&"))
+            start_job(path, argc - 1, argv);
+        else
+            run_program(path, argc, argv, false);
     }
 }

@@ -150,6 +150,13 @@ static long sys_munmap(u64 addr, u64 len)
         if ((old & PTE_P) && (old & PTE_OWNED))
             free_page(old & PTE_ADDR);
     }
+    for (int i = 0; i < current->nr_vmas;) {          /* forget areas that are gone entirely */
+        struct vma *v = &current->vmas[i];
+        if (v->start >= addr && v->end <= addr + len)
+            *v = current->vmas[--current->nr_vmas];
+        else
+            i++;
+    }
     return 0;
 }
 

@@ -41,6 +41,7 @@ class TpmCrb:
         self.filter: Callable[[bytes], bytes | None] | None = None  # monitor's mediation
         self._buf = bytearray(BUFFER_SIZE)
         self._granted = False
+        self._started = False
         self.commands = 0
 
     def mmio_read(self, uc, offset: int, size: int, _user) -> int:
@@ -50,7 +51,7 @@ class TpmCrb:
             LOC_STATE: 0x80 | (0x03 if self._granted else 0x01),  # tpmRegValidSts|locAssigned|established
             LOC_STS: 1 if self._granted else 0,
             CTRL_STS: 0x2,  # idle
-            CTRL_START: 0,
+            CTRL_START: self._poll_start(),
             CTRL_CMD_SIZE: BUFFER_SIZE,
             CTRL_CMD_LADDR: CRB_BASE + DATA_BUFFER,
             CTRL_CMD_HADDR: 0,
@@ -69,7 +70,20 @@ class TpmCrb:
             if value & 2:
                 self._granted = False
         elif offset == CTRL_START and value & 1:
+            self._started = True  # latched; the command runs when the guest polls START
+
+    def _poll_start(self) -> int:
+        """START reads 0 once the response is in the buffer.
+
+        Running the command here rather than in the START write keeps both accesses
+        idempotent: Unicorn may re-execute an I/O instruction whose slice ended inside its
+        callback (measured: doubled TPM commands with 200 us slices), and a second START
+        write only sets the latch again, a second poll after completion just reads 0.
+        """
+        if self._started:
+            self._started = False
             self._execute()
+        return 0
 
     def _execute(self) -> None:
         self.commands += 1

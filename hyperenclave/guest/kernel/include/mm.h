@@ -59,4 +59,11 @@ u64 unmap_page(u64 *pml4, u64 va);                  /* returns the old PTE */
  * with the needed rights (user, and writable if `write`). */
 u64 user_virt_to_phys(u64 *pml4, u64 va, bool write);
 
+/* MMIO below 4 GiB is in the direct map, uncached (PCD|PWT) where there is no RAM. */
+static inline volatile void *ioremap(u64 pa) { return (volatile void *)__va(pa); }
+static inline u32 readl(const volatile void *a) { return *(const volatile u32 *)a; }
+static inline void writel(u32 v, volatile void *a) { *(volatile u32 *)a = v; }
+static inline u64 readq(const volatile void *a) { return *(const volatile u64 *)a; }
+static inline void writeq(u64 v, volatile void *a) { *(volatile u64 *)a = v; }
+
 #endif
