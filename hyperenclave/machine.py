@@ -22,7 +22,7 @@ from typing import Callable
 
 from .platform.cpu import MachineCheck, VCpu
 from .platform.devices.bus import IoBus
-from .platform.devices.pit import IRQ0_VECTOR, Pic, Pit, SlavePic
+from .platform.devices.pit import IRQ0_VECTOR, Pic, Pit
 from .platform.devices.power import PowerControl, ResetControl
 from .platform.devices.tpm_crb import TpmCrb
 from .platform.devices.uart import Uart16550
@@ -67,10 +67,7 @@ class MachineConfig:
 
     @property
     def reserved(self) -> ReservedRange | None:
-        for word in self.cmdline.split():
-            if word.startswith("memmap="):
-                return ReservedRange.parse(word)
-        return None
+        return ReservedRange.from_cmdline(self.cmdline)
 
 
 @dataclass
@@ -99,6 +96,7 @@ class Machine:
         self._stop = threading.Event()
         self._line_buffer = bytearray()
         self.serial_lines: list[str] = []
+        self.line_listeners: list[Callable[[str], None]] = []  # each completed console line
         self._line_cond = threading.Condition()
 
     # ------------------------------------------------------------------ life cycle
@@ -122,7 +120,7 @@ class Machine:
         self.uart = Uart16550(raise_irq=lambda irq: self.cpu and self.cpu.raise_irq(IRQ0_VECTOR + irq))
         self.uart.listeners.append(self._on_serial)
         self.pit = Pit()
-        for dev in (self.uart, PowerControl(bus), ResetControl(bus), self.pit, Pic(), SlavePic()):
+        for dev in (self.uart, PowerControl(bus), ResetControl(bus), self.pit, Pic(0x20), Pic(0xA0)):
             bus.add_port_device(dev)
         self.crb = TpmCrb(self._tpm_transmit)
         bus.add_mmio_device(self.crb)
@@ -224,10 +222,13 @@ class Machine:
     def _flush_line(self) -> None:
         if not self._line_buffer:
             return
+        line = self._line_buffer.decode(errors="replace")
+        self._line_buffer.clear()
         with self._line_cond:
-            self.serial_lines.append(self._line_buffer.decode(errors="replace"))
-            self._line_buffer.clear()
+            self.serial_lines.append(line)
             self._line_cond.notify_all()
+        for listener in self.line_listeners:
+            listener(line)
 
     def last_line(self) -> str:
         return self.serial_lines[-1] if self.serial_lines else ""

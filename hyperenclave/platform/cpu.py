@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from .devices.bus import IoBus
 
 MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000080, 0xC0000081, 0xC0000082, 0xC0000084
-MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000100, 0xC0000101, 0xC0000102
 RFLAGS_IF = 1 << 9
 RFLAGS_RF = 1 << 16
 
@@ -86,7 +85,6 @@ class EventKind(enum.Enum):
     VMCALL = "vmcall"
     ENCLU = "enclu"
     SECOND_STAGE_FAULT = "second_stage_fault"
-    TRIPLE_FAULT = "triple_fault"
 
 
 @dataclass(slots=True)
@@ -369,6 +367,9 @@ class VCpu:
             return
         self._event = None
         self._fill_fault = None
+        # The fill path needs EFER.NXE on every miss; the guest may have changed EFER with
+        # wrmsr since the last slice, so read it once here rather than once per fill.
+        self.efer = self.msr(MSR_EFER)
         start_rip = self.rip
         started = time.perf_counter()
         try:

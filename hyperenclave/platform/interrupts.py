@@ -89,11 +89,11 @@ def _name(vector: int) -> str:
     return EXCEPTION_NAMES.get(vector, f"vector {vector:#x}")
 
 
-def _read(cpu: "VCpu", vaddr: int, length: int, what: str, vector: int, ext: int) -> bytes:
+def _read(cpu: "VCpu", vaddr: int, length: int, what: str, error_code: int) -> bytes:
     try:
         return cpu.read_virtual(vaddr, length, user=False)
     except (PageFault, SecondStageFault, MemoryError_) as e:
-        raise DeliveryFault(GP, ext, f"cannot read {what} at {vaddr:#x}: {e}") from None
+        raise DeliveryFault(GP, error_code, f"cannot read {what} at {vaddr:#x}: {e}") from None
 
 
 def _deliver_once(cpu: "VCpu", vector: int, rip: int, error_code: int | None,
@@ -103,7 +103,7 @@ def _deliver_once(cpu: "VCpu", vector: int, rip: int, error_code: int | None,
     idt_error = vector * 8 + 2 + ext
     if vector * 16 + 15 > idt_limit:
         raise DeliveryFault(GP, idt_error, f"{_name(vector)} is beyond the IDT limit {idt_limit:#x}")
-    gate = IdtGate.decode(_read(cpu, idt_base + vector * 16, 16, "IDT gate", vector, idt_error))
+    gate = IdtGate.decode(_read(cpu, idt_base + vector * 16, 16, "IDT gate", idt_error))
     cpl = cpu.cpl
     if gate.type not in (GATE_INTERRUPT, GATE_TRAP):
         raise DeliveryFault(GP, idt_error, f"IDT entry {vector:#x} is not a 64-bit gate")
@@ -115,7 +115,7 @@ def _deliver_once(cpu: "VCpu", vector: int, rip: int, error_code: int | None,
     if (gate.selector | 7) > gdt_limit:
         raise DeliveryFault(GP, gate.selector & ~3, f"gate selector {gate.selector:#x} beyond GDT")
     desc = int.from_bytes(_read(cpu, gdt_base + (gate.selector & ~7), 8, "code descriptor",
-                                vector, gate.selector), "little")
+                                gate.selector), "little")
     new_cpl = (desc >> 45) & 3
     if not desc >> 47 & 1 or not desc >> 43 & 1:
         raise DeliveryFault(GP, gate.selector & ~3, f"gate selector {gate.selector:#x} is not code")
@@ -123,7 +123,7 @@ def _deliver_once(cpu: "VCpu", vector: int, rip: int, error_code: int | None,
     if gate.ist or new_cpl < cpl:
         _, tss_base, _ = cpu.task_register()
         slot = TSS_IST1 + 8 * (gate.ist - 1) if gate.ist else TSS_RSP0 + 8 * new_cpl
-        new_rsp = int.from_bytes(_read(cpu, tss_base + slot, 8, "TSS stack pointer", vector, ext),
+        new_rsp = int.from_bytes(_read(cpu, tss_base + slot, 8, "TSS stack pointer", ext),
                                  "little")
     else:
         new_rsp = old_rsp

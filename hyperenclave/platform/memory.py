@@ -161,6 +161,14 @@ class ReservedRange:
         except ValueError as e:
             raise ValueError(f"bad memmap= value {text!r}: expected SIZE$START, e.g. 256M$0x30000000") from e
 
+    @classmethod
+    def from_cmdline(cls, cmdline: str) -> "ReservedRange | None":
+        """The range a kernel command line reserves with `memmap=`, if any."""
+        for word in cmdline.split():
+            if word.startswith("memmap="):
+                return cls.parse(word)
+        return None
+
     def __str__(self) -> str:
         return f"memmap={format_size(self.size)}${self.start:#x}"
 

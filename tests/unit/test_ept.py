@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hyperenclave.platform.memory import GiB, KiB, MiB, FrameAllocator, PhysicalMemory
+from hyperenclave.platform.memory import GiB, KiB, MiB, FrameAllocator
 from hyperenclave.vmm.ept import (
     EPT_ACCESSED,
     EPT_DIRTY,
@@ -31,13 +31,6 @@ from hyperenclave.vmm.ept import (
 )
 
 FRAMES_BASE, FRAMES_SIZE = 32 * MiB, 16 * MiB
-
-
-@pytest.fixture
-def mem():
-    m = PhysicalMemory(64 * MiB)
-    yield m
-    m.close()
 
 
 @pytest.fixture

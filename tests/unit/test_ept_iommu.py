@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hyperenclave.platform.memory import GiB, KiB, MiB, FrameAllocator, PhysicalMemory
+from hyperenclave.platform.memory import GiB, KiB, MiB, FrameAllocator
 from hyperenclave.vmm.ept import FETCH, READ, WRITE, EptPerm, EptWalker
 from hyperenclave.vmm.iommu_tables import (
     CONTEXT_AW_48BIT,
@@ -16,13 +16,6 @@ from hyperenclave.vmm.iommu_tables import (
 
 MONITOR = (32 * MiB, 16 * MiB)
 EPC = (48 * MiB, 16 * MiB)
-
-
-@pytest.fixture
-def mem():
-    m = PhysicalMemory(64 * MiB)
-    yield m
-    m.close()
 
 
 @pytest.fixture

@@ -19,14 +19,6 @@ REPORT_FRAME = """
 """
 
 
-class StopOnEA:
-    def __init__(self, bm: BareMetal) -> None:
-        self.bm = bm
-        bm.recorder.ports = range(0xE9, 0xEB)
-
-    def __call__(self) -> None: ...
-
-
 def machine() -> BareMetal:
     bm = BareMetal()
     write = bm.recorder.port_write

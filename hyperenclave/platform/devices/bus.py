@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol
-
-log = logging.getLogger(__name__)
 
 
 class PortDevice(Protocol):

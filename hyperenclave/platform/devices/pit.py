@@ -34,9 +34,8 @@ class Pit:
 class Pic:
     """A PIC with a fixed mapping (IRQ n -> vector 0x20+n); EOIs and masks are accepted."""
 
-    def __init__(self) -> None:
-        self.ports = range(0x20, 0x22)
-        self.slave_ports = range(0xA0, 0xA2)
+    def __init__(self, base: int = 0x20) -> None:
+        self.ports = range(base, base + 2)
 
     def port_read(self, port: int, size: int) -> int:
         return 0
@@ -44,8 +43,3 @@ class Pic:
     def port_write(self, port: int, size: int, value: int) -> None:
         pass
 
-
-class SlavePic(Pic):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ports = range(0xA0, 0xA2)

@@ -52,6 +52,3 @@ class BootParams:
             raise ValueError(f"boot_params says {count} e820 entries (max {E820_MAX})")
         e820 = [_E820.unpack_from(raw, _HEADER.size + i * _E820.size)[:3] for i in range(count)]
         return cls(entry, cmd, ird, irs, ela, els, elm, tsc, e820)
-
-    # Offsets the exporter needs to read the log the guest may have extended.
-    EVENTLOG_SIZE_OFFSET = 6 * 8

@@ -68,7 +68,7 @@ class MeasuredBoot:
         self.tpm.pcr_extend(pcr, digest)
         self.log.append(pcr, event_type, data, digest)
 
-    def e820(self, reserved: ReservedRange | None) -> list[tuple[int, int, int]]:
+    def e820(self) -> list[tuple[int, int, int]]:
         """The memory map: firmware's first MiB reserved, the rest RAM (memmap= is the kernel's job)."""
         table = [(0, KERNEL_MIN_ADDR, E820_RESERVED)]
         for region in self.memory.regions:
@@ -83,8 +83,8 @@ class MeasuredBoot:
             raise ImageError(f"boot loader is {len(images.loader)} bytes (max 4096)")
         if INITRD_ADDR + len(images.initramfs) > self.memory.regions[0].end:
             raise ImageError("initramfs does not fit in low RAM")
-        reserved = _reserved_from(cmdline)
-        e820 = self.e820(reserved)
+        reserved = ReservedRange.from_cmdline(cmdline)
+        e820 = self.e820()
 
         # PCR0: S-CRTM version and firmware code; PCR1: platform configuration.
         self.measure(0, tcg.EV_S_CRTM_VERSION, tcg.encode_utf16(FIRMWARE_VERSION))
@@ -152,9 +152,3 @@ class MeasuredBoot:
         cpu.set_reg("rflags", 0x2)
         cpu.rip = LOADER_ADDR
 
-
-def _reserved_from(cmdline: str) -> ReservedRange | None:
-    for word in cmdline.split():
-        if word.startswith("memmap="):
-            return ReservedRange.parse(word)
-    return None

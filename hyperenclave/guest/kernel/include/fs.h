@@ -12,6 +12,7 @@
 
 #include "kernel.h"
 #include "sched.h"
+#include "uapi.h"
 
 struct file;
 
@@ -36,18 +37,7 @@ struct file {
     int refcount;
 };
 
-#define O_RDONLY 0
-#define O_WRONLY 1
-#define O_RDWR   2
 #define O_ACCMODE 3
-
-#define PROT_READ  1
-#define PROT_WRITE 2
-#define PROT_EXEC  4
-#define MAP_SHARED    0x01
-#define MAP_PRIVATE   0x02
-#define MAP_FIXED     0x10
-#define MAP_ANONYMOUS 0x20
 
 int register_device(const char *path, const struct file_operations *fops, void *data);
 struct file *file_open(const char *path, int flags, int *err);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdarg.h>
 #include "lib.h"
+#include "uapi.h"
 
 typedef long ssize_t;
 typedef int pid_t;
@@ -15,16 +16,6 @@ struct timespec {
     long tv_nsec;
 };
 
-#define O_RDONLY 0
-#define O_WRONLY 1
-#define O_RDWR 2
-#define PROT_READ 1
-#define PROT_WRITE 2
-#define PROT_EXEC 4
-#define MAP_SHARED 0x01
-#define MAP_PRIVATE 0x02
-#define MAP_FIXED 0x10
-#define MAP_ANONYMOUS 0x20
 #define MAP_FAILED ((void *)-1)
 #define CLOCK_MONOTONIC 1
 
