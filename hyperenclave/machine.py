@@ -22,16 +22,19 @@ from typing import Callable
 
 from .platform.cpu import MachineCheck, VCpu
 from .platform.devices.bus import IoBus
+from .platform.devices.dma import DmaEngine
 from .platform.devices.pit import IRQ0_VECTOR, Pic, Pit
 from .platform.devices.power import PowerControl, ResetControl
 from .platform.devices.tpm_crb import TpmCrb
 from .platform.devices.uart import Uart16550
 from .platform.firmware.bootparam import BOOT_PARAMS_ADDR, BootParams
 from .platform.firmware.measured_boot import BootImages, MeasuredBoot
+from .platform.iommu import Iommu
 from .platform.memory import GiB, PhysicalMemory, ReservedRange, format_size
 from .tpm.client import TpmClient
 from .tpm.eventlog import parse_eventlog
 from .tpm.swtpm import Swtpm
+from .vmm.monitor import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,19 @@ class RunResult:
     stats: dict[str, object] = field(default_factory=dict)
 
 
+def default_boot_images(rebuild: bool = False, extra_files: dict[str, bytes] | None = None,
+                        extra_programs: dict[str, object] | None = None) -> BootImages:
+    """The guest (built or cached) with this monitor's image in its initramfs at
+    /lib/firmware/hyperenclave-monitor.bin, plus `extra_files` (e.g. a custom /etc/rc) and
+    `extra_programs` ({name: C/asm sources}, built into /bin/<name>)."""
+    from .guest.build import MONITOR_PATH, build_guest, build_initramfs
+    from .vmm.image import build_monitor_image
+    built = build_guest(rebuild=rebuild, extra_programs=extra_programs)
+    files = {MONITOR_PATH: build_monitor_image(), **(extra_files or {})}
+    return BootImages(built.loader.read_bytes(), built.kernel.read_bytes(),
+                      build_initramfs(built, files))
+
+
 class Machine:
     """One emulated PC with its own swtpm and state directory; nothing global."""
 
@@ -124,7 +140,12 @@ class Machine:
             bus.add_port_device(dev)
         self.crb = TpmCrb(self._tpm_transmit)
         bus.add_mmio_device(self.crb)
+        self.iommu = Iommu()
+        self.dma = DmaEngine(memory, self.iommu)
+        bus.add_port_device(self.dma)
         self.cpu = VCpu(memory, bus, self.clock)
+        self.monitor = Monitor(memory, self.iommu)
+        self.cpu.vmx_root = self.monitor
 
     def _tpm_transmit(self, command: bytes) -> bytes:
         assert self.tpm is not None
@@ -140,16 +161,13 @@ class Machine:
         self.tpm = TpmClient.connect(self.swtpm)
         config = {"memory": self.config.memory, "cpus": 1, "firmware": "hyperenclave-emu"}
         fw = MeasuredBoot(self.memory, self.tpm, config)
+        self._t0 = time.perf_counter_ns()      # power-on: the TSC starts here
         self.boot_params = fw.boot(self.cpu, images, self.config.cmdline)
         self.images = images
         return self
 
     def _default_images(self) -> BootImages:
-        from .guest.build import build_guest
-        built = build_guest(rebuild=self.config.rebuild)
-        self.guest = built
-        return BootImages(built.loader.read_bytes(), built.kernel.read_bytes(),
-                          built.initramfs.read_bytes())
+        return default_boot_images(rebuild=self.config.rebuild)
 
     def shutdown(self) -> None:
         """Stop swtpm and free memory; safe to call twice."""
@@ -201,7 +219,9 @@ class Machine:
             state, reason = ("reset" if mc.reset else "crashed"), mc.reason
             log.error("machine %s: %s", self.config.name, mc.reason)
         self._flush_line()
-        self.result = RunResult(state, reason, time.monotonic() - started, asdict(cpu.stats))
+        stats = asdict(cpu.stats)
+        stats["exits"] = {reason.name: n for reason, n in self.monitor.exit_counts.items()}
+        self.result = RunResult(state, reason, time.monotonic() - started, stats)
         return self.result
 
     def stop(self) -> None:
@@ -250,7 +270,7 @@ class Machine:
         return self.tpm.read_pcrs(range(24))
 
     def export_evidence(self, out: str | os.PathLike[str]) -> Path:
-        """serial.log, eventlog.bin and pcrs.json, as boot.py promises."""
+        """serial.log, eventlog.bin, pcrs.json and monitor.log, as boot.py promises."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "serial.log").write_bytes(bytes(self.uart.output))
@@ -259,4 +279,5 @@ class Machine:
         (out / "eventlog.bin").write_bytes(log_bytes)
         pcrs = {"sha256": {str(i): v.hex() for i, v in self.pcrs().items()}}
         (out / "pcrs.json").write_text(json.dumps(pcrs, indent=2) + "\n")
+        (out / "monitor.log").write_text("".join(line + "\n" for line in self.monitor.log_lines))
         return out

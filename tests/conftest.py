@@ -9,6 +9,6 @@ from hyperenclave.platform.firmware.measured_boot import BootImages
 
 @pytest.fixture(scope="session")
 def guest_images() -> BootImages:
-    from hyperenclave.guest.build import build_guest
-    built = build_guest()
-    return BootImages(built.loader.read_bytes(), built.kernel.read_bytes(), built.initramfs.read_bytes())
+    """The default guest with this monitor's image at /lib/firmware/hyperenclave-monitor.bin."""
+    from hyperenclave.machine import default_boot_images
+    return default_boot_images()

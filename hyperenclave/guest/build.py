@@ -43,7 +43,8 @@ USER_TEXT = 0x401000
 MONITOR_PATH = "/lib/firmware/hyperenclave-monitor.bin"
 
 #: The user programs built from user/<name>.c and placed at /bin/<name>.
-USER_PROGRAMS = ("hello", "segv", "cpuid", "compute", "fault", "echo", "sleep", "systest")
+USER_PROGRAMS = ("hello", "segv", "cpuid", "compute", "fault", "echo", "sleep", "systest", "sysctl",
+                 "memattack", "hcall", "cpuidloop", "attack")
 
 COMMON_CFLAGS = (
     "-std=gnu11", "-O2", "-Wall", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-pie",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import enum
 import functools
+import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -34,11 +36,17 @@ from .uc_state import CpuStatePatcher
 if TYPE_CHECKING:
     from .devices.bus import IoBus
 
+_U64 = struct.Struct("<Q")
 MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000080, 0xC0000081, 0xC0000082, 0xC0000084
+RFLAGS_CF, RFLAGS_PF, RFLAGS_AF, RFLAGS_ZF, RFLAGS_SF = 1 << 0, 1 << 2, 1 << 4, 1 << 6, 1 << 7
+RFLAGS_OF = 1 << 11
 RFLAGS_IF = 1 << 9
+CR4_VMXE = 1 << 13
+CPUID1_ECX_VMX = 1 << 5
 RFLAGS_RF = 1 << 16
 
 VMCALL = b"\x0f\x01\xc1"
+VMXON = b"\xf3\x0f\xc7"      # F3 0F C7 /6 (ModRM.reg = 6, memory operand)
 VMMCALL = b"\x0f\x01\xd9"
 ENCLU = b"\x0f\x01\xd7"
 
@@ -58,7 +66,15 @@ REG_IDS: dict[str, int] = {name: getattr(x86, f"UC_X86_REG_{name.upper()}") for 
 
 
 class SecondStageFault(Exception):
-    """Raised by a second translation stage (the EPT) when it forbids an access."""
+    """Raised by a second translation stage (the EPT) when it forbids an access.
+
+    The vCPU adds what the exit qualification needs: `linear` (the guest-linear address being
+    translated) and `translated` (True for the access itself, False for a guest paging-structure
+    access during the walk).
+    """
+
+    linear: int | None = None
+    translated: bool = True
 
 
 class SecondStage(Protocol):
@@ -84,6 +100,8 @@ class EventKind(enum.Enum):
     HLT = "hlt"
     VMCALL = "vmcall"
     ENCLU = "enclu"
+    VMXON = "vmxon"
+    INTERRUPT = "interrupt"          # an external interrupt about to be delivered
     SECOND_STAGE_FAULT = "second_stage_fault"
 
 
@@ -95,7 +113,7 @@ class GuestEvent:
     rip: int
     vector: int | None = None
     error_code: int | None = None
-    address: int | None = None        # CR2 / linear address of a faulting access
+    address: int | None = None        # CR2 / linear address of a faulting access; VMXON operand
     access: int | None = None         # paging.ACCESS_*
     fault: Exception | None = None    # second-stage fault details
     instruction: bytes = b""
@@ -112,14 +130,39 @@ class Intercept(Protocol):
         """Handle a guest event as a VM exit. Return False to let the platform handle it natively."""
         ...
 
+    #: Ports whose IN/OUT exit to `on_io` (the VMCS I/O bitmaps); the rest reach devices.
+    io_exit_ports: frozenset[int]
+
+    def on_io(self, cpu: "VCpu", port: int, size: int, is_in: bool, value: int) -> int:
+        """An I/O-instruction exit (inside emu_start): return the value an IN reads."""
+        ...
+
+    def on_triple_fault(self, cpu: "VCpu", check: "MachineCheck") -> None:
+        """The guest triple-faulted: a VM exit, not a machine reset. Raise to stop the machine."""
+        ...
+
+    def on_vmcall_fast(self, cpu: "VCpu", rip: int) -> bool:
+        """Handle a VMCALL at `rip` inside the CPU loop (RIP advanced, True), or return False
+        to have it end the slice and come to `on_event`."""
+        ...
+
+
+class VmxRoot(Protocol):
+    """The software VMXON starts running in VMX root operation (the monitor's code)."""
+
+    def vmxon(self, cpu: "VCpu", region: int) -> None:
+        """VMXON succeeded with VMXON region `region`; the CPU is the monitor's from here."""
+        ...
+
 
 class MachineCheck(Exception):
     """The vCPU cannot go on (triple fault, halt with interrupts off, access to no memory)."""
 
-    def __init__(self, reason: str, reset: bool = False) -> None:
+    def __init__(self, reason: str, reset: bool = False, triple_fault: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reset = reset
+        self.triple_fault = triple_fault
 
 
 @dataclass
@@ -133,23 +176,88 @@ class CpuStats:
 
 
 class _FastRegs:
-    """One ctypes batch read of the registers the TLB fill needs (the binding costs 5 us each)."""
+    """One ctypes batch read (or write) of a fixed register list: the binding's reg_read
+    costs microseconds per register, too much for the TLB-fill and hypercall paths."""
 
-    IDS = (x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3, x86.UC_X86_REG_CS)
-
-    def __init__(self, uc: Uc) -> None:
-        n = len(self.IDS)
+    def __init__(self, uc: Uc, ids: tuple[int, ...]) -> None:
+        n = len(ids)
         self._values = (ctypes.c_uint64 * n)()
-        self._ids = (ctypes.c_int * n)(*self.IDS)
+        self._ids = (ctypes.c_int * n)(*ids)
         self._ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(self._values) + 8 * i for i in range(n)))
         self._handle = uc._uch
         self._n = n
-        self._fn = uclib.uc_reg_read_batch
+        self._read = uclib.uc_reg_read_batch
+        self._write = uclib.uc_reg_write_batch
 
-    def read(self) -> tuple[int, int, int]:
-        self._fn(self._handle, self._ids, self._ptrs, self._n)
+    def read(self) -> tuple[int, ...]:
+        self._read(self._handle, self._ids, self._ptrs, self._n)
+        return tuple(self._values)
+
+    def write(self, *values: int) -> None:
         v = self._values
-        return v[0], v[1], v[2]
+        for i, value in enumerate(values):
+            v[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+        self._write(self._handle, self._ids, self._ptrs, self._n)
+
+
+class SliceTimer:
+    """Ends each `emu_start` at its deadline by calling `uc.emu_stop()` from a thread.
+
+    Unicorn's own `timeout=` starts a thread per call and, under load, about one boot in fifty
+    got stuck: emu_start never returned and the CPU ran on with hooks skipped (SYSCALL became a
+    no-op). A stop from another thread unsticks it, so this one long-lived thread stops the
+    slice at its deadline and keeps re-issuing the stop every few milliseconds until
+    emu_start has returned. `disarm()` takes the lock the stop is issued under, so a stop can
+    never land in a later slice.
+    """
+
+    RETRY_S = 0.005
+
+    def __init__(self, uc: Uc) -> None:
+        self._uc: Uc | None = uc
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._issued = False
+        self.stops = 0          # stops issued (one per slice that ran to its deadline)
+        self.retries = 0        # extra stops a stuck emu_start needed
+        self._thread = threading.Thread(target=self._run, name="vcpu-slice-timer", daemon=True)
+        self._thread.start()
+
+    def arm(self, seconds: float) -> None:
+        with self._cond:
+            self._deadline = time.monotonic() + seconds
+            self._issued = False
+            self._cond.notify()
+
+    def disarm(self) -> bool:
+        """The slice is over; returns whether it was this timer that ended it."""
+        with self._cond:
+            self._deadline = None
+            return self._issued
+
+    def close(self) -> None:
+        with self._cond:
+            self._uc = None
+            self._deadline = None
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while self._uc is not None:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                if self._issued:
+                    self.retries += 1
+                else:
+                    self.stops += 1
+                    self._issued = True
+                self._uc.emu_stop()
+                self._deadline = time.monotonic() + self.RETRY_S
 
 
 class VCpu:
@@ -172,10 +280,16 @@ class VCpu:
         # the `until` page on every run, a fill no guest instruction asked for.
         uc.ctl_exits_enabled(True)
         uc.ctl_set_exits([])
-        self._regs = _FastRegs(uc)
+        self.timer = SliceTimer(uc)
+        self._regs = _FastRegs(uc, (x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3, x86.UC_X86_REG_CS))
+        self._hypercall_in = _FastRegs(uc, (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RDI,
+                                            x86.UC_X86_REG_RSI, x86.UC_X86_REG_CS))
+        self._hypercall_out = _FastRegs(uc, (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RIP))
         self._patcher = CpuStatePatcher(uc)
         self.second_stage: SecondStage = IdentityStage()
         self.intercept: Intercept | None = None
+        self.vmx_root: VmxRoot | None = None     # what VMXON hands the CPU to (the monitor)
+        self.vmx_operation = False               # between VMXON and VMXOFF
         self.stats = CpuStats()
         self.efer = 0
         self.pending_irqs: set[int] = set()
@@ -249,6 +363,15 @@ class VCpu:
         self.uc.reg_write(x86.UC_X86_REG_CS, cs)
         self.uc.reg_write(x86.UC_X86_REG_SS, ss)
 
+    def hypercall_registers(self) -> tuple[int, int, int, int]:
+        """(RAX, RDI, RSI, CPL) in one batch read: the hypercall ABI's inputs."""
+        rax, rdi, rsi, cs = self._hypercall_in.read()
+        return rax, rdi, rsi, cs & 3
+
+    def complete_hypercall(self, rax: int, rip: int) -> None:
+        """RAX = result and RIP past the VMCALL, in one batch write."""
+        self._hypercall_out.write(rax, rip)
+
     def flush_tlb(self) -> None:
         """INVLPG/INVEPT for everything: translation inputs changed outside the guest's view."""
         self.uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)  # the binding has no wrapper for this control
@@ -263,14 +386,34 @@ class VCpu:
         cr0, cr3, cs = self._regs.read()
         if user is None:
             user = cs & 3 == 3
-        if cr0 & paging.CR0_PG:
-            w = paging.walk(self._phys, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
-                            bool(self.efer & paging.EFER_NXE))
-            gpa, perms = w.gpa, w.perms
-        else:
-            gpa, perms = vaddr & ~0xFFF, UC_PROT_ALL
-        hpa, stage_perms = self.second_stage.translate(gpa, access)
+        try:
+            if cr0 & paging.CR0_PG:
+                w = paging.walk(self._phys, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
+                                bool(self.efer & paging.EFER_NXE))
+                gpa, perms = w.gpa | (vaddr & 0xFFF), w.perms
+            else:
+                gpa, perms = vaddr, UC_PROT_ALL
+        except SecondStageFault as fault:       # a paging-structure access the EPT refused
+            fault.linear, fault.translated = vaddr, False
+            raise
+        try:
+            hpa, stage_perms = self.second_stage.translate(gpa, access)
+        except SecondStageFault as fault:
+            fault.linear, fault.translated = vaddr, True
+            raise
         return hpa | (vaddr & 0xFFF), perms & stage_perms
+
+    def guest_physical(self, vaddr: int, access: int = ACCESS_READ, user: bool | None = None) -> int:
+        """Guest-virtual -> guest-physical through the guest's page tables only (what a
+        monitor checks a hypercall pointer with). Raises PageFault."""
+        cr0, cr3, cs = self._regs.read()
+        if not cr0 & paging.CR0_PG:
+            return vaddr
+        if user is None:
+            user = cs & 3 == 3
+        w = paging.walk(self._phys, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
+                        bool(self.efer & paging.EFER_NXE))
+        return w.gpa | (vaddr & 0xFFF)
 
     def read_virtual(self, vaddr: int, length: int, user: bool | None = None) -> bytes:
         out = bytearray()
@@ -311,10 +454,15 @@ class VCpu:
             self._fill_fault, self._fill_vaddr, self._fill_access = fault, vaddr, access
 
     def _in(self, uc: Uc, port: int, size: int, _user) -> int:
+        if self.intercept is not None and port in self.intercept.io_exit_ports:
+            return self.intercept.on_io(self, port, size, True, 0)
         return self.io.port_read(port, size)
 
     def _out(self, uc: Uc, port: int, size: int, value: int, _user) -> None:
-        self.io.port_write(port, size, value)
+        if self.intercept is not None and port in self.intercept.io_exit_ports:
+            self.intercept.on_io(self, port, size, False, value)
+        else:
+            self.io.port_write(port, size, value)
         if self.io.stop_requested:
             uc.emu_stop()
 
@@ -324,8 +472,9 @@ class VCpu:
         result = self.intercept.on_cpuid(self, leaf, sub) if self.intercept else None
         if result is None and leaf == 1:
             # Bare metal: Unicorn's model sets the hypervisor-present bit (ECX[31]); clear it.
+            # This CPU has VMX (ECX[5]): VMXON is how the monitor takes over.
             eax, ebx, ecx, edx = _native_cpuid(1)
-            result = (eax, ebx, ecx & ~(1 << 31), edx)
+            result = (eax, ebx, (ecx & ~(1 << 31)) | CPUID1_ECX_VMX, edx)
         if result is None:
             return 0
         for reg, val in zip((x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX,
@@ -349,9 +498,17 @@ class VCpu:
             insn = self.read_virtual(rip, 3)
         except (PageFault, SecondStageFault):
             insn = b""
+        if insn in (VMCALL, VMMCALL) and self.intercept is not None \
+                and self.intercept.on_vmcall_fast(self, rip):
+            return True   # handled; Unicorn goes on at the RIP the monitor set
         kind = {VMCALL: EventKind.VMCALL, VMMCALL: EventKind.VMCALL,
                 ENCLU: EventKind.ENCLU}.get(insn, EventKind.EXCEPTION)
-        self._event = GuestEvent(kind, rip, vector=UD, instruction=insn)
+        address = None
+        if insn == VMXON:
+            decoded = vmxon_operand(self, rip)
+            if decoded is not None:
+                kind, (insn, address) = EventKind.VMXON, decoded
+        self._event = GuestEvent(kind, rip, vector=UD, instruction=insn, address=address)
         return False  # end the slice; the event is finished outside emu_start
 
     def _intr(self, uc: Uc, intno: int, _user) -> None:
@@ -371,17 +528,24 @@ class VCpu:
         # wrmsr since the last slice, so read it once here rather than once per fill.
         self.efer = self.msr(MSR_EFER)
         start_rip = self.rip
-        started = time.perf_counter()
+        self.timer.arm(timeout_us / 1e6)
         try:
-            self.uc.emu_start(start_rip, 0, timeout=timeout_us)
+            self.uc.emu_start(start_rip, 0)
         except UcError as err:
+            self.timer.disarm()
             self._on_uc_error(err)
         else:
-            if self._event is None and not self.io.stop_requested:
-                self._check_hlt(started, timeout_us)
+            timed_out = self.timer.disarm()
+            if self._event is None and not self.io.stop_requested and not timed_out:
+                self._check_hlt()
         event, self._event = self._event, None
         if event is not None:
-            self.dispatch(event)
+            try:
+                self.dispatch(event)
+            except MachineCheck as check:
+                if not (check.triple_fault and self.intercept is not None):
+                    raise
+                self.intercept.on_triple_fault(self, check)
 
     def _on_uc_error(self, err: UcError) -> None:
         rip = self.rip
@@ -418,10 +582,8 @@ class VCpu:
     def _reg_by_name(self, name: str) -> int:
         return self.reg(name) if name in REG_IDS else 0
 
-    def _check_hlt(self, started: float, timeout_us: int) -> None:
-        """`hlt` ends emu_start quietly; tell it apart from the slice timing out."""
-        if (time.perf_counter() - started) * 1e6 >= timeout_us * 0.9:
-            return
+    def _check_hlt(self) -> None:
+        """`hlt` ends emu_start quietly (no hook): was the last instruction one?"""
         rip = self.rip
         try:
             if self.read_virtual(rip - 1, 1) != b"\xf4":
@@ -453,6 +615,8 @@ class VCpu:
         elif event.kind in (EventKind.VMCALL, EventKind.ENCLU):
             self.stats.exceptions += 1
             deliver(self, UD, rip=event.rip)
+        elif event.kind is EventKind.VMXON:
+            self._vmxon(event)
         elif event.kind is EventKind.EXCEPTION:
             self.stats.exceptions += 1
             software = event.vector not in range(32) or event.vector in (BP, OF)
@@ -464,6 +628,40 @@ class VCpu:
             raise MachineCheck(f"second-stage fault with no monitor: {event.fault}")
         else:
             raise MachineCheck(f"unhandled event {event.kind}")
+
+    def _vmxon(self, event: GuestEvent) -> None:
+        """VMXON m64 (SDM Vol. 3C 31.3): the checks, then the CPU belongs to `vmx_root`."""
+        from .interrupts import deliver
+        if self.vmx_root is None or not self.reg("cr4") & CR4_VMXE:
+            deliver(self, UD, rip=event.rip)
+            return
+        if self.cpl != 0:
+            deliver(self, GP, rip=event.rip, error_code=0)
+            return
+        self.rip = event.rip + len(event.instruction)
+        try:
+            region = int.from_bytes(self.read_virtual(event.address or 0, 8), "little")
+        except PageFault as fault:
+            self.rip = event.rip
+            self.set_reg("cr2", fault.address)
+            deliver(self, PF, rip=event.rip, error_code=fault.error_code)
+            return
+        if region & 0xFFF or not self.memory.is_ram(region, 0x1000) \
+                or self.memory.read(region, 4) != VMCS_REVISION_ID.to_bytes(4, "little"):
+            self.vm_fail_invalid()
+            return
+        self.vmx_operation = True
+        self.vmx_root.vmxon(self, region)
+
+    def vm_fail_invalid(self) -> None:
+        """VMfailInvalid: CF=1, PF/AF/ZF/SF/OF=0 (SDM Vol. 3C 31.2)."""
+        flags = self.reg("rflags") & ~(RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF)
+        self.set_reg("rflags", flags | RFLAGS_CF)
+
+    def vm_succeed(self) -> None:
+        flags = self.reg("rflags") & ~(RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF
+                                       | RFLAGS_OF)
+        self.set_reg("rflags", flags)
 
     def _do_syscall(self) -> None:
         """SYSCALL as the SDM defines it; Unicorn only calls the hook."""
@@ -496,13 +694,29 @@ class VCpu:
         self.halted = False
         self.stats.interrupts += 1
         from .interrupts import deliver
-        event = GuestEvent(EventKind.EXCEPTION, self.rip, vector=vector)
+        event = GuestEvent(EventKind.INTERRUPT, self.rip, vector=vector)
         if self.intercept is not None and self.intercept.on_event(self, event):
             return
         deliver(self, vector, rip=self.rip, external=True)
 
     def close(self) -> None:
+        self.timer.close()
         self.uc = None  # type: ignore[assignment]
+
+
+#: IA32_VMX_BASIC[30:0]: the revision identifier VMXON and VMPTRLD regions must start with.
+VMCS_REVISION_ID = 0x1
+
+
+def vmxon_operand(cpu: VCpu, rip: int) -> tuple[bytes, int] | None:
+    """Decode VMXON at `rip`: (instruction bytes, linear address of its m64 operand), or None
+    if it is not VMXON with a memory operand (then it is just an invalid opcode)."""
+    from .faultaddr import memory_operand
+    try:
+        code = cpu.read_virtual(rip, 15)
+    except (PageFault, SecondStageFault, MemoryError_):
+        return None
+    return memory_operand(code, rip, "vmxon", cpu._reg_by_name)
 
 
 @functools.cache
@@ -524,11 +738,19 @@ class _SecondStagePhysical:
     def __init__(self, cpu: VCpu) -> None:
         self.cpu = cpu
         self.mem = cpu.memory
+        self._view = cpu.memory.view
+        self._page_offsets: dict[int, int] = {}    # host page -> offset in the mmap (fixed)
+
+    def _offset(self, hpa: int, gpa: int) -> int:
+        base = self._page_offsets.get(hpa >> 12)
+        if base is None:
+            base = self._page_offsets[hpa >> 12] = self.mem.offset(hpa & ~0xFFF, 0x1000)
+        return base + (gpa & 0xFF8)
 
     def read_u64(self, gpa: int) -> int:
         hpa, _ = self.cpu.second_stage.translate(gpa, ACCESS_READ)
-        return self.mem.read_u64(hpa | (gpa & 0xFFF))
+        return _U64.unpack_from(self._view, self._offset(hpa, gpa))[0]
 
     def write_u64(self, gpa: int, value: int) -> None:
-        hpa, perms = self.cpu.second_stage.translate(gpa, ACCESS_WRITE)
-        self.mem.write_u64(hpa | (gpa & 0xFFF), value)
+        hpa, _ = self.cpu.second_stage.translate(gpa, ACCESS_WRITE)
+        _U64.pack_into(self._view, self._offset(hpa, gpa), value)

@@ -24,6 +24,33 @@ def _disassembler() -> capstone.Cs:
     return md
 
 
+def _effective_address(insn: capstone.CsInsn, mem, reg: Callable[[str], int]) -> int:
+    addr = mem.disp
+    if mem.base:
+        name = insn.reg_name(mem.base)
+        addr += insn.address + insn.size if name == "rip" else reg(name)
+    if mem.index:
+        addr += reg(insn.reg_name(mem.index)) * mem.scale
+    if mem.segment and insn.reg_name(mem.segment) in ("fs", "gs"):
+        addr += reg(insn.reg_name(mem.segment) + "_base")
+    return addr & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def memory_operand(code: bytes, rip: int, mnemonic: str, reg: Callable[[str], int]
+                   ) -> tuple[bytes, int] | None:
+    """If `code` at `rip` is `mnemonic` with a memory operand: (its bytes, operand address)."""
+    try:
+        insn = next(_disassembler().disasm(code, rip, 1))
+    except StopIteration:
+        return None
+    if insn.mnemonic != mnemonic:
+        return None
+    for op in insn.operands:
+        if op.type == csx86.X86_OP_MEM:
+            return bytes(insn.bytes), _effective_address(insn, op.mem, reg)
+    return None
+
+
 def faulting_address(code: bytes, rip: int, page: int, reg: Callable[[str], int]) -> int:
     """Best linear address inside `page` touched by the instruction `code` at `rip`.
 
@@ -34,20 +61,8 @@ def faulting_address(code: bytes, rip: int, page: int, reg: Callable[[str], int]
         insn = next(_disassembler().disasm(code, rip, 1))
     except StopIteration:
         return page
-    candidates: list[tuple[int, int]] = []
-    for op in insn.operands:
-        if op.type != csx86.X86_OP_MEM:
-            continue
-        mem = op.mem
-        addr = mem.disp
-        if mem.base:
-            name = insn.reg_name(mem.base)
-            addr += insn.address + insn.size if name == "rip" else reg(name)
-        if mem.index:
-            addr += reg(insn.reg_name(mem.index)) * mem.scale
-        if mem.segment and insn.reg_name(mem.segment) in ("fs", "gs"):
-            addr += reg(insn.reg_name(mem.segment) + "_base")
-        candidates.append((addr & 0xFFFF_FFFF_FFFF_FFFF, op.size))
+    candidates = [(_effective_address(insn, op.mem, reg), op.size) for op in insn.operands
+                  if op.type == csx86.X86_OP_MEM]
     if insn.mnemonic in _STACK_WRITERS or insn.mnemonic.startswith("push"):
         candidates.append(((reg("rsp") - 8) & 0xFFFF_FFFF_FFFF_FFFF, 8))
     if insn.mnemonic in _STACK_READERS or insn.mnemonic.startswith("pop"):

@@ -69,7 +69,8 @@ def deliver(cpu: "VCpu", vector: int, *, rip: int, error_code: int | None = None
         fault = first
     cause = _cause or f"{_name(vector)} at rip {rip:#x}"
     if vector == DF:
-        raise MachineCheck(f"triple fault: {fault} while delivering #DF for {cause}", reset=True)
+        raise MachineCheck(f"triple fault: {fault} while delivering #DF for {cause}", reset=True,
+                           triple_fault=True)
     first_is_serious = vector in CONTRIBUTORY or vector == PF
     second_is_serious = fault.vector in CONTRIBUTORY or fault.vector == PF
     if first_is_serious and second_is_serious or fault.vector == DF:
@@ -78,7 +79,7 @@ def deliver(cpu: "VCpu", vector: int, *, rip: int, error_code: int | None = None
             _deliver_once(cpu, DF, rip, 0, False, False)
         except DeliveryFault as second:
             raise MachineCheck(f"triple fault: {why}, then #DF failed ({second})",
-                               reset=True) from None
+                               reset=True, triple_fault=True) from None
         return
     if fault.vector == PF:
         cpu.set_reg("cr2", fault.address)

@@ -6,8 +6,7 @@ applies to the walk itself, exactly as nested paging does in hardware.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 # Page-table entry bits.
 PTE_P = 1 << 0
@@ -68,9 +67,9 @@ class PageFault(Exception):
         self.error_code = error_code
 
 
-@dataclass(frozen=True, slots=True)
-class PageWalk:
-    """One completed walk: where the page is and what the access may do."""
+class PageWalk(NamedTuple):
+    """One completed walk: where the page is and what the access may do (a tuple: the TLB
+    fill builds one per miss)."""
 
     gpa: int            # guest-physical address of the 4 KiB page holding the address
     perms: int          # PROT_* bits granted for this fill

@@ -40,6 +40,7 @@ from array import array
 from enum import Enum, IntEnum, IntFlag
 from typing import Callable, Iterable, Iterator, NamedTuple
 
+from hyperenclave.platform.cpu import SecondStageFault
 from hyperenclave.platform.memory import (
     GiB,
     KiB,
@@ -162,8 +163,8 @@ _ACCESS = tuple(Access)
 # Faults
 # --------------------------------------------------------------------------------------------
 
-class EptFault(Exception):
-    """Base class of the two EPT-induced VM exits."""
+class EptFault(SecondStageFault):
+    """Base class of the two EPT-induced VM exits (a second-stage fault to the vCPU)."""
 
 
 class EptViolation(EptFault):

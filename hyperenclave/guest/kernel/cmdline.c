@@ -12,7 +12,7 @@ const char *cmdline_init;
 static char init_path[128];
 
 /* "256M" -> bytes (K, M, G, T suffixes; decimal or 0x hex) */
-static u64 memparse(const char *s, const char **end)
+u64 memparse(const char *s, const char **end)
 {
     const char *e;
     u64 v = simple_strtoull(s, &e, 0);
@@ -141,7 +141,10 @@ void parse_cmdline(void)
                 val[vl - 1] = 0;
         }
         const struct kernel_param *kp = find_param(tok, klen);
-        if (kp) {
+        size_t plen = kp ? strlen(kp->name) : 0;
+        if (kp && kp->name[plen - 1] == '.') {
+            kp->setup(tok + plen);       /* "prefix.rest=value" -> "rest=value" */
+        } else if (kp) {
             kp->setup(val);
         } else {
             if (eq)

@@ -10,7 +10,6 @@ static void say(const char *s)
 }
 
 int run_program(const char *path, int argc, const char *const argv[], bool announce);
-int split_args(char *s, const char *argv[], int max);
 int report_exit(const char *path, int pid, int status, int sig);
 
 #define MAX_JOBS 8

@@ -1,6 +1,8 @@
 /*
  * IDT, exceptions and IRQ dispatch. A fault in user mode kills the process with a Linux-style
- * message; a fault in kernel mode is an oops: registers, then panic (power off).
+ * message; a fault in kernel mode is an oops: registers, then, like Linux's make_task_dead(),
+ * the process it ran for is killed and the system goes on; with no process (or a double
+ * fault) it panics (power off).
  */
 #include "kernel.h"
 #include "sched.h"
@@ -105,7 +107,10 @@ static void __noreturn kernel_oops(struct pt_regs *r, const char *what)
            current ? current->comm : "swapper");
     show_regs(r);
     show_stack(r);
-    panic("Fatal exception");
+    if (r->vector == 8 || !current || current->pid <= 0)
+        panic("Fatal exception");
+    printk("---[ end trace 0000000000000000 ]---\n");
+    force_sig(SIGSEGV);
 }
 
 static const char *user_comm(void) { return current ? current->comm : "?"; }

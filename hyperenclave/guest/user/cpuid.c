@@ -1,4 +1,4 @@
-/* Prints the CPU vendor and the hypervisor signature from CPUID leaf 0x40000000. */
+/* Prints the CPU vendor, VMX support and the hypervisor signature from CPUID leaf 0x40000000. */
 #include "libc.h"
 
 static int printable(const char *s, int n)
@@ -27,6 +27,7 @@ int main(void)
     cpuid(1, 0, r);
     int hv = (r[2] >> 31) & 1;
     printf("cpuid: hypervisor present bit %d\n", hv);
+    printf("cpuid: vmx supported %d\n", (r[2] >> 5) & 1);
     cpuid(0x40000000, 0, r);
     memcpy(sig, &r[1], 4);
     memcpy(sig + 4, &r[2], 4);

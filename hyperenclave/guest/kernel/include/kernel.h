@@ -160,7 +160,8 @@ extern char boot_command_line[BOOT_CMDLINE_MAX];
 /* ---- kernel command line (kernel/cmdline.c) ---- */
 struct kernel_param {
     const char *name;            /* "name" matches "name=..." and "name"; "prefix." matches any "prefix.x" */
-    int (*setup)(const char *val);   /* val is NULL when there is no '=' */
+    int (*setup)(const char *val);   /* val is NULL when there is no '='; a "prefix." parameter
+                                        gets the rest of the token, "x=value" or "x" */
 };
 #define __PASTE2(a, b) a##b
 #define __PASTE(a, b) __PASTE2(a, b)
@@ -168,9 +169,17 @@ struct kernel_param {
     static const struct kernel_param __PASTE(__setup_##fn##_, __LINE__) __used \
         __section(".setup_param") __aligned(8) = {str, fn}
 void parse_cmdline(void);
+u64 memparse(const char *s, const char **end);   /* "256M" -> bytes; K/M/G/T, 0x hex */
 bool cmdline_has(const char *word);
 extern bool cmdline_shell;
 extern const char *cmdline_init;
+
+/* ---- CPUs: the machine has one (docs/boot-protocol.md) ---- */
+static inline unsigned int num_possible_cpus(void) { return 1; }
+static inline unsigned int num_online_cpus(void) { return 1; }
+
+/* split a line into argv in place (whitespace separated); kernel/main.c */
+int split_args(char *s, const char *argv[], int max);
 
 /* ---- initcalls: drivers register with device_initcall(fn) ---- */
 typedef int (*initcall_t)(void);

@@ -17,11 +17,13 @@ struct e820_table {
 };
 extern struct e820_table e820_firmware;   /* as the firmware reported it */
 extern struct e820_table e820_table;      /* after memmap= */
+extern u64 memmap_reserved_start, memmap_reserved_size;   /* the first memmap=SIZE$START */
 void e820_init(void);
 void e820_add_user_range(u64 start, u64 size, u32 type);   /* from memmap= */
 void e820_finish(void);                   /* print the user-defined map */
 u64 e820_end_of_ram(void);
 bool e820_overlaps_ram(const struct e820_table *t, u64 start, u64 end);
+bool e820_covers(const struct e820_table *t, u64 start, u64 end, u32 type);
 const char *e820_type_name(u32 type);
 
 /* ---- page allocator (kernel/mm/page_alloc.c) ---- */

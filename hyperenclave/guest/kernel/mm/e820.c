@@ -3,6 +3,7 @@
 
 struct e820_table e820_firmware;
 struct e820_table e820_table;
+u64 memmap_reserved_start, memmap_reserved_size;
 static bool user_defined;
 
 const char *e820_type_name(u32 type)
@@ -112,6 +113,10 @@ void e820_add_user_range(u64 start, u64 size, u32 type)
 {
     if (!size)
         return;
+    if (type == E820_TYPE_RESERVED && !memmap_reserved_size) {
+        memmap_reserved_start = start;
+        memmap_reserved_size = size;
+    }
     e820_set_range(&e820_table, start, size, type);
     user_defined = true;
 }
@@ -143,4 +148,20 @@ bool e820_overlaps_ram(const struct e820_table *t, u64 start, u64 end)
             return true;
     }
     return false;
+}
+
+/* true when entries of `type` cover all of [start, end) (in any order, adjacent or overlapping) */
+bool e820_covers(const struct e820_table *t, u64 start, u64 end, u32 type)
+{
+    for (bool progress = true; start < end && progress;) {
+        progress = false;
+        for (u32 i = 0; i < t->nr; i++) {
+            const struct e820_entry *e = &t->map[i];
+            if (e->type == type && e->addr <= start && e->addr + e->size > start) {
+                start = e->addr + e->size;
+                progress = true;
+            }
+        }
+    }
+    return start >= end;
 }

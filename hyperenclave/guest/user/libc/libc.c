@@ -145,3 +145,42 @@ int atoi(const char *s)
 {
     return (int)atol(s);
 }
+
+/* glibc's texts for the errnos this kernel returns */
+const char *strerror(int errnum)
+{
+    switch (errnum) {
+    case 1: return "Operation not permitted";
+    case 2: return "No such file or directory";
+    case 3: return "No such process";
+    case 4: return "Interrupted system call";
+    case 5: return "Input/output error";
+    case 8: return "Exec format error";
+    case 9: return "Bad file descriptor";
+    case 10: return "No child processes";
+    case 11: return "Resource temporarily unavailable";
+    case 12: return "Cannot allocate memory";
+    case 13: return "Permission denied";
+    case 14: return "Bad address";
+    case 16: return "Device or resource busy";
+    case 17: return "File exists";
+    case 19: return "No such device";
+    case 22: return "Invalid argument";
+    case 23: return "Too many open files in system";
+    case 24: return "Too many open files";
+    case 25: return "Inappropriate ioctl for device";
+    case 28: return "No space left on device";
+    case 29: return "Illegal seek";
+    case 34: return "Numerical result out of range";
+    case 36: return "File name too long";
+    case 38: return "Function not implemented";
+    case 61: return "No data available";
+    case 95: return "Operation not supported";
+    case 110: return "Connection timed out";
+    default: {
+        static char buf[32];
+        snprintf(buf, sizeof(buf), "Unknown error %d", errnum);
+        return buf;
+    }
+    }
+}

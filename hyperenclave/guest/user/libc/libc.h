@@ -77,6 +77,7 @@ int putchar(int c);
 int atoi(const char *s);
 long atol(const char *s);
 unsigned long strtoul(const char *s, char **end, int base);
+const char *strerror(int errnum);
 
 static inline uint64_t rdtsc(void)
 {
