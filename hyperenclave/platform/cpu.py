@@ -295,6 +295,7 @@ class VCpu:
         self.pending_irqs: set[int] = set()
         self.halted = False
         self._event: GuestEvent | None = None
+        self._code_pages: dict[int, int] = {}     # code page -> host page, this slice only
         self._fill_fault: Exception | None = None
         self._phys = _SecondStagePhysical(self)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
@@ -374,6 +375,7 @@ class VCpu:
 
     def flush_tlb(self) -> None:
         """INVLPG/INVEPT for everything: translation inputs changed outside the guest's view."""
+        self._code_pages.clear()
         self.uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)  # the binding has no wrapper for this control
 
     # ----------------------------------------------------------------- memory as the guest sees it
@@ -494,13 +496,13 @@ class VCpu:
 
     def _invalid(self, uc: Uc, _user) -> bool:
         rip = uc.reg_read(x86.UC_X86_REG_RIP)
+        insn = self._hypercall_insn(rip)
+        if insn is not None and self.intercept.on_vmcall_fast(self, rip):
+            return True   # handled; Unicorn goes on at the RIP the monitor set
         try:
             insn = self.read_virtual(rip, 3)
         except (PageFault, SecondStageFault):
             insn = b""
-        if insn in (VMCALL, VMMCALL) and self.intercept is not None \
-                and self.intercept.on_vmcall_fast(self, rip):
-            return True   # handled; Unicorn goes on at the RIP the monitor set
         kind = {VMCALL: EventKind.VMCALL, VMMCALL: EventKind.VMCALL,
                 ENCLU: EventKind.ENCLU}.get(insn, EventKind.EXCEPTION)
         address = None
@@ -510,6 +512,25 @@ class VCpu:
                 kind, (insn, address) = EventKind.VMXON, decoded
         self._event = GuestEvent(kind, rip, vector=UD, instruction=insn, address=address)
         return False  # end the slice; the event is finished outside emu_start
+
+    def _hypercall_insn(self, rip: int) -> bytes | None:
+        """VMCALL/VMMCALL at `rip` under a monitor, found without a page walk when this slice
+        already walked to that code page: a hypercall loop pays for one walk, not one each.
+        (The page was just fetched from, so its mapping is the one Unicorn's TLB holds.)"""
+        if self.intercept is None:
+            return None
+        key = rip >> 12
+        hpa = self._code_pages.get(key)
+        if hpa is None:
+            try:
+                hpa = self.translate(rip & ~0xFFF, ACCESS_FETCH)[0]
+            except (PageFault, SecondStageFault, MemoryError_):
+                return None
+            self._code_pages[key] = hpa
+        if (rip & 0xFFF) > 0xFFD:
+            return None                       # crosses into the next page: the slow path
+        insn = self.memory.read(hpa | (rip & 0xFFF), 3)
+        return insn if insn in (VMCALL, VMMCALL) else None
 
     def _intr(self, uc: Uc, intno: int, _user) -> None:
         self._event = GuestEvent(EventKind.EXCEPTION, uc.reg_read(x86.UC_X86_REG_RIP), vector=intno)
@@ -524,6 +545,7 @@ class VCpu:
             return
         self._event = None
         self._fill_fault = None
+        self._code_pages.clear()
         # The fill path needs EFER.NXE on every miss; the guest may have changed EFER with
         # wrmsr since the last slice, so read it once here rather than once per fill.
         self.efer = self.msr(MSR_EFER)

@@ -384,10 +384,7 @@ class Monitor:
               length: int = 0) -> Vmcs:
         self.exit_counts[reason] += 1
         vmcs = self.vmcs[cpu.index]
-        vmcs.write(F.VM_EXIT_REASON, int(reason))
-        vmcs.write(F.EXIT_QUALIFICATION, qualification)
-        vmcs.write(F.VM_EXIT_INSTRUCTION_LEN, length)
-        vmcs.write(F.GUEST_RIP, rip)
+        vmcs.record_exit(reason, qualification, length, rip)
         return vmcs
 
     def on_cpuid(self, cpu: VCpu, leaf: int, subleaf: int) -> tuple[int, int, int, int] | None:

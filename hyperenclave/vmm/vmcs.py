@@ -914,6 +914,14 @@ class Vmcs:
             component = _COMPONENTS[int(field)]
         self.fields[component[0]] = value & component[1]
 
+    def record_exit(self, reason: int, qualification: int, instruction_len: int, rip: int) -> None:
+        """The exit-information fields (and GUEST_RIP) a VM exit writes, in one step."""
+        f = self.fields
+        f[VmcsField.VM_EXIT_REASON] = reason & 0xFFFF_FFFF
+        f[VmcsField.EXIT_QUALIFICATION] = qualification
+        f[VmcsField.VM_EXIT_INSTRUCTION_LEN] = instruction_len
+        f[VmcsField.GUEST_RIP] = rip
+
     # ------------------------------------------------------------- launch state
     @property
     def launch_state(self) -> LaunchState:

@@ -198,7 +198,8 @@ def test_each_violation_is_logged_with_its_exit_qualification(attacked: Run) -> 
     kinds = sorted((r.access, r.cpl, r.gpa) for r in v)
     assert kinds == sorted([
         ("write", 3, EPC), ("fetch", 3, EPC), ("write", 3, HV + 0x800000),
-        ("write", 0, EPC), ("write", 0, HV + 0x800000), ("fetch", 0, HV + 0x800000)])
+        ("write", 0, EPC), ("write", 0, HV + 0x800000), ("fetch", 0, HV + 0x800000)]), \
+        attacked.monitor_log
     for r in v:
         assert r.qualification & 0b111 == {"read": 1, "write": 2, "fetch": 4}[r.access]
         assert (r.qualification >> 3) & 0b111 == 0b001, "the zero page is read-only"
