@@ -31,6 +31,7 @@ from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
 
 from . import vmcs as V
 from .ept import TPM_CRB_MMIO, EptMisconfig, EptViolation, build_identity_ept
+from .enclave import EnclaveManager
 from .ept_tlb import EptTlb
 from .gaccess import GuestMemory
 from .hypercall import (HypercallArgs, HypercallCode, HypercallError, HypercallTable,
@@ -166,12 +167,25 @@ class Monitor:
         self._ept_stage: EptTlb | None = None
         self._guest_mem: GuestMemory | None = None
         self._frames: FrameAllocator | None = None
+        self.enclaves: EnclaveManager | None = None
         self.hypercalls.register(HypercallCode.HYPERVISOR_DISABLE, self._hc_disable)
         for code, handler in ((HypercallCode.RESET_STATS, self._hc_reset_stats),
                               (HypercallCode.INIT_CMRM, self._hc_init_cmrm),
                               (HypercallCode.SET_INIT_CMRM_DONE, self._hc_set_init_cmrm_done)):
             self.hypercalls.register(code, handler, fast=True)
+        for code, name in ((HypercallCode.ENCLAVE_CREATE, "hc_create"),
+                           (HypercallCode.ENCLAVE_ADD_PAGE, "hc_add_page"),
+                           (HypercallCode.ENCLAVE_INIT, "hc_init"),
+                           (HypercallCode.ENCLAVE_PREPARE_DESTROY, "hc_prepare_destroy"),
+                           (HypercallCode.ENCLAVE_FINISH_DESTROY, "hc_finish_destroy")):
+            self.hypercalls.register(code, self._enclave_call(name), fast=True)
         self._cpus: dict[int, VCpu] = {}
+
+    def _enclave_call(self, name: str) -> Callable[[HypercallArgs], int]:
+        def call(args: HypercallArgs) -> int:
+            assert self.enclaves is not None      # registered handlers run only while enabled
+            return getattr(self.enclaves, name)(args)
+        return call
 
     # ------------------------------------------------------------------ logging
     def log(self, message: str, level: int = logging.INFO) -> None:
@@ -239,6 +253,8 @@ class Monitor:
             self.iommu.listeners.append(self._on_dma_fault)
         self.vmcs[cpu_id] = vmcs
         self._cpus[cpu_id] = cpu
+        self.enclaves = EnclaveManager(self.memory, layout.epc_start, layout.epc_size,
+                                       self._guest_mem, lambda: cpu, self.log)
         self.cmrm, self.cmrm_done = [], False
         self.enabled = True
         self.launches += 1
@@ -368,7 +384,7 @@ class Monitor:
         cpu.set_reg("cr4", cpu.reg("cr4") & ~CR4_VMXE)
         cpu.flush_tlb()
         self.vmcs.clear()
-        self.ept = self.dma_domain = self._ept_stage = self._frames = None
+        self.ept = self.dma_domain = self._ept_stage = self._frames = self.enclaves = None
         self.enabled = False
         self.scrub()
         self.log(f"monitor disabled on CPU {cpu.index}; monitor memory and EPC scrubbed")
@@ -507,6 +523,9 @@ class Monitor:
     def _hc_disable(self, args: HypercallArgs) -> int:
         if args.arg0 != 1:
             raise HypercallError(errno.EINVAL, f"HC_DISABLE argument {args.arg0} (expected 1)")
+        if self.enclaves is not None and self.enclaves.enclaves:
+            raise HypercallError(errno.EBUSY, f"{len(self.enclaves.enclaves)} enclave(s) still "
+                                 "exist; destroy them first")
         self._vmxoff(self._cpu_for(args))
         return 0
 

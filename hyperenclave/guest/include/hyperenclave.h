@@ -73,7 +73,25 @@
 #define HC_ENCLAVE_EXIT         0x80000001u
 #define HC_ENCLAVE_RESUME       0x80000005u
 
+/* Enclave leaves (answers in RAX as Linux's __encls: 0, an SGX error code, ENCLS_FAULT_FLAG |
+ * vector where the SGX leaf would fault, or -errno for a pointer the monitor cannot use):
+ *   HC_ENCLAVE_CREATE   arg0 = struct he_pageinfo * (srcpge = SECS, secinfo = PT_SECS),
+ *                       arg1 = EPC page for the SECS
+ *   HC_ENCLAVE_ADD_PAGE arg0 = struct he_pageinfo * (linaddr, srcpge, secinfo, secs = SECS EPC
+ *                       page), arg1 = EPC page | HE_ADD_EXTEND to EEXTEND all of it
+ *   HC_ENCLAVE_INIT     arg0 = SECS EPC page, arg1 = SIGSTRUCT * (page aligned)
+ *   HC_ENCLAVE_PREPARE_DESTROY / HC_ENCLAVE_FINISH_DESTROY   arg0 = SECS EPC page */
+#define HE_ADD_EXTEND       1
+#define HE_ENCLS_FAULT_FLAG 0x40000000
+
 #ifndef __ASSEMBLER__
+struct he_pageinfo {            /* SGX PAGEINFO, 32-byte aligned */
+    u64 linaddr;
+    u64 srcpge;
+    u64 secinfo;                /* 64-byte aligned SECINFO */
+    u64 secs;
+} __attribute__((aligned(32)));
+
 struct he_mem_region {          /* HC_INIT_CMRM: convertible (normal) memory the host owns */
     u64 start;
     u64 size;
