@@ -64,6 +64,8 @@ class EnclaveManager:
         self._gmem = guest_memory
         self._cpu = cpu_for
         self._log = log
+        self.initialized_hooks: list[Callable[[Enclave], None]] = []   # e.g. build its GPT/EPT
+        self.destroyed_hooks: list[Callable[[Enclave], None]] = []
 
     # ------------------------------------------------------------------ hypercall entry points
     def hc_create(self, args: HypercallArgs) -> int:
@@ -246,6 +248,8 @@ class EnclaveManager:
         secs.attributes.flags |= AttributeFlags.INIT
         self.memory.write(secs_pa, secs.pack())
         enclave.initialized = True
+        for hook in self.initialized_hooks:
+            hook(enclave)
         self._log(f"EINIT: enclave {secs_pa:#x} MRENCLAVE {mr_enclave.hex()} MRSIGNER "
                   f"{secs.mr_signer.hex()} ISVPRODID {secs.isv_prod_id} ISVSVN {secs.isv_svn}")
 
@@ -261,6 +265,8 @@ class EnclaveManager:
         if not enclave.destroying:
             raise SgxError(SgxErrorCode.SGX_ENCLAVE_ACT,
                            f"FINISH_DESTROY of enclave {secs_pa:#x} without PREPARE_DESTROY")
+        for hook in self.destroyed_hooks:
+            hook(enclave)
         for page in self.epcm.children(secs_pa):
             self.epcm.remove(page)
             self.memory.zero(page, PAGE_SIZE)

@@ -76,9 +76,10 @@ class HypercallArgs:
     arg0: int
     arg1: int
     cpl: int
+    rip: int = 0            # of the VMCALL (for calls that move the CPU elsewhere)
 
 
-Handler = Callable[[HypercallArgs], int]
+Handler = Callable[[HypercallArgs], "int | None"]   # None: the handler set RAX/RIP itself
 
 
 class HypercallTable:
@@ -103,8 +104,9 @@ class HypercallTable:
             return False
         return code in self._fast or (cpl == 0 and code not in self._handlers)
 
-    def call(self, args: HypercallArgs) -> int:
-        """Run one hypercall; returns RAX. Raises InvalidOpcode for #UD."""
+    def call(self, args: HypercallArgs) -> int | None:
+        """Run one hypercall; returns RAX (None if the handler set the registers itself).
+        Raises InvalidOpcode for #UD."""
         code = args.code
         self.counts[code] += 1
         if code >> 32:

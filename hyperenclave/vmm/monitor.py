@@ -32,11 +32,13 @@ from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
 from . import vmcs as V
 from .ept import TPM_CRB_MMIO, EptMisconfig, EptViolation, build_identity_ept
 from .enclave import EnclaveManager
+from .gu_enclave import ENCLU_EENTER, ENCLU_EEXIT, ENCLU_ERESUME, EnclaveRunner
 from .ept_tlb import EptTlb
 from .gaccess import GuestMemory
 from .hypercall import (HypercallArgs, HypercallCode, HypercallError, HypercallTable,
                         InvalidOpcode, code_name)
 from .image import HE_HV_ALIGN, MonitorImage, MonitorImageError, code_digest
+from .sgx import SgxFault
 from .iommu_tables import build_dma_domain
 from .vmcs import ExitReason, Vmcs, VmcsField as F
 
@@ -168,6 +170,7 @@ class Monitor:
         self._guest_mem: GuestMemory | None = None
         self._frames: FrameAllocator | None = None
         self.enclaves: EnclaveManager | None = None
+        self.runner: EnclaveRunner | None = None
         self.hypercalls.register(HypercallCode.HYPERVISOR_DISABLE, self._hc_disable)
         for code, handler in ((HypercallCode.RESET_STATS, self._hc_reset_stats),
                               (HypercallCode.INIT_CMRM, self._hc_init_cmrm),
@@ -179,6 +182,9 @@ class Monitor:
                            (HypercallCode.ENCLAVE_PREPARE_DESTROY, "hc_prepare_destroy"),
                            (HypercallCode.ENCLAVE_FINISH_DESTROY, "hc_finish_destroy")):
             self.hypercalls.register(code, self._enclave_call(name), fast=True)
+        self.hypercalls.register(HypercallCode.ENCLAVE_ENTER, self._hc_eenter)
+        self.hypercalls.register(HypercallCode.ENCLAVE_RESUME, self._hc_eresume)
+        self.hypercalls.register(HypercallCode.ENCLAVE_EXIT, self._hc_eexit)
         self._cpus: dict[int, VCpu] = {}
 
     def _enclave_call(self, name: str) -> Callable[[HypercallArgs], int]:
@@ -255,6 +261,9 @@ class Monitor:
         self._cpus[cpu_id] = cpu
         self.enclaves = EnclaveManager(self.memory, layout.epc_start, layout.epc_size,
                                        self._guest_mem, lambda: cpu, self.log)
+        self.runner = EnclaveRunner(self.memory, frames, self.enclaves, self.log)
+        self.enclaves.initialized_hooks.append(self.runner.build)
+        self.enclaves.destroyed_hooks.append(self.runner.forget)
         self.cmrm, self.cmrm_done = [], False
         self.enabled = True
         self.launches += 1
@@ -385,6 +394,7 @@ class Monitor:
         cpu.flush_tlb()
         self.vmcs.clear()
         self.ept = self.dma_domain = self._ept_stage = self._frames = self.enclaves = None
+        self.runner = None
         self.enabled = False
         self.scrub()
         self.log(f"monitor disabled on CPU {cpu.index}; monitor memory and EPC scrubbed")
@@ -435,6 +445,15 @@ class Monitor:
 
     def on_event(self, cpu: VCpu, event: GuestEvent) -> bool:
         kind = event.kind
+        if self.runner is not None and cpu.index in self.runner.inside:
+            return self._on_enclave_event(cpu, event)
+        if kind is EventKind.ENCLU and cpu.cpl == 3 and self.runner is not None:
+            leaf = cpu.reg("rax")
+            if leaf in (ENCLU_EENTER, ENCLU_ERESUME):
+                enter = self.runner.eenter if leaf == ENCLU_EENTER else self.runner.eresume
+                self._sgx_leaf(cpu, event.rip, lambda: enter(cpu, event.rip, 3, False))
+                return True
+            return False                  # other leaves outside an enclave: #UD
         if kind is EventKind.VMCALL:
             self._on_vmcall(cpu, event)
         elif kind is EventKind.SECOND_STAGE_FAULT:
@@ -459,10 +478,67 @@ class Monitor:
         self._on_vmcall(cpu, GuestEvent(EventKind.VMCALL, rip), regs)
         return True
 
+    def _on_enclave_event(self, cpu: VCpu, event: GuestEvent) -> bool:
+        """Inside an enclave everything exits (exception bitmap all ones, interrupt exiting):
+        EEXIT leaves; anything else is an AEX, then the event goes to the host at the AEP."""
+        assert self.runner is not None
+        kind = event.kind
+        if kind is EventKind.ENCLU and cpu.reg("rax") == ENCLU_EEXIT:
+            self._exit(cpu, ExitReason.EXCEPTION_NMI, event.rip, length=3)
+            self.runner.eexit(cpu)
+            return True
+        if kind is EventKind.VMCALL and cpu.reg("rax") == HypercallCode.ENCLAVE_EXIT:
+            self._on_vmcall(cpu, event)
+            return True
+        vector, error_code, address = event.vector, event.error_code, event.address
+        external = kind is EventKind.INTERRUPT
+        if kind in (EventKind.SYSCALL, EventKind.ENCLU, EventKind.VMCALL, EventKind.VMXON):
+            vector, error_code = UD, None        # no SYSCALL (EFER.SCE clear), no other leaves
+        elif kind is EventKind.SECOND_STAGE_FAULT:
+            vector, error_code = 14, 0           # outside the enclave's EPT: a #PF for the host
+        elif kind is EventKind.HLT:
+            vector, error_code = GP, 0
+        reason = ExitReason.EXTERNAL_INTERRUPT if external else ExitReason.EXCEPTION_NMI
+        self._exit(cpu, reason, event.rip)
+        # the vCPU reports SYSCALL with the RIP of the next instruction
+        rip = event.rip - 2 if kind is EventKind.SYSCALL else event.rip
+        thread = self.runner.aex(cpu, vector or 0, rip)
+        self.log(f"AEX from enclave {thread.enclave.secs_pa:#x} (TCS {thread.tcs_la:#x}) at "
+                 f"{rip:#x}: vector {vector:#x}" + (" (interrupt)" if external else ""))
+        self.runner.deliver_to_host(cpu, vector or 0, error_code, address, external)
+        return True
+
+    def _sgx_leaf(self, cpu: VCpu, rip: int, body: Callable[[], None]) -> None:
+        """Run an ENCLU leaf for the app; an SGX fault becomes that fault in the app."""
+        try:
+            body()
+        except SgxFault as fault:
+            self.log(f"ENCLU at {rip:#x}: {fault}")
+            if fault.vector == 14:
+                cpu.set_reg("cr2", fault.address or 0)
+            self._inject(cpu, fault.vector, rip, fault.error_code)
+
+    def _hc_eenter(self, args: HypercallArgs) -> None:
+        cpu = self._cpu_for(args)
+        assert self.runner is not None
+        self.runner.eenter(cpu, args.rip, 3, True)
+
+    def _hc_eresume(self, args: HypercallArgs) -> None:
+        cpu = self._cpu_for(args)
+        assert self.runner is not None
+        self.runner.eresume(cpu, args.rip, 3, True)
+
+    def _hc_eexit(self, args: HypercallArgs) -> None:
+        cpu = self._cpu_for(args)
+        assert self.runner is not None
+        if cpu.index not in self.runner.inside:
+            raise InvalidOpcode("EnclaveExit outside an enclave")
+        self.runner.eexit(cpu)
+
     def _on_vmcall(self, cpu: VCpu, event: GuestEvent,
                    regs: tuple[int, int, int, int] | None = None) -> None:
         self._exit(cpu, ExitReason.VMCALL, event.rip, length=3)
-        args = HypercallArgs(*(regs or cpu.hypercall_registers()))
+        args = HypercallArgs(*(regs or cpu.hypercall_registers()), rip=event.rip)
         try:
             result = self.hypercalls.call(args)
         except InvalidOpcode as err:
@@ -473,7 +549,14 @@ class Monitor:
             self.log(f"hypercall {code_name(args.code)} failed: {err} "
                      f"(-{errno.errorcode.get(err.errno, err.errno)})")
             result = -err.errno
-        cpu.complete_hypercall(result, event.rip + 3)
+        except SgxFault as fault:
+            self.log(f"hypercall {code_name(args.code)} at {event.rip:#x}: {fault}")
+            if fault.vector == 14:
+                cpu.set_reg("cr2", fault.address or 0)
+            self._inject(cpu, fault.vector, event.rip, fault.error_code)
+            return
+        if result is not None:
+            cpu.complete_hypercall(result, event.rip + 3)
 
     def _on_ept_fault(self, cpu: VCpu, event: GuestEvent) -> None:
         fault = event.fault

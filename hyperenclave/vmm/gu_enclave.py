@@ -1,0 +1,263 @@
+"""Running enclaves the GU-Enclave way: guest ring 3 with the monitor's page table and EPT.
+
+EENTER/ERESUME/EEXIT are not VM switches: on the same vCPU the monitor swaps CR3 (the
+enclave's GPT), the second stage (the enclave's EPT: its EPC pages and GPT frames only), IDTR
+(limit 0), EFER (SCE clear: no SYSCALL), FS/GS base, and while inside every exception, SYSCALL
+and interrupt comes to the monitor (HyperEnclave sets the exception bitmap to all ones). Those
+end in an AEX: the enclave's registers go to SSA[CSSA] in EPC, CSSA+1, the app gets a
+synthetic state at its AEP with RAX = ERESUME, and the event is delivered to the host at the
+AEP (a #PF with a page-aligned CR2), so the host kernel handles it as if the app faulted there.
+Register conventions are SGX's: EENTER RBX=TCS, RCX=AEP -> RAX=CSSA, RCX=return address;
+EEXIT RBX=target -> RCX=AEP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from hyperenclave.platform.cpu import MSR_EFER, PF, SecondStage
+from hyperenclave.platform.interrupts import deliver
+from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
+from hyperenclave.platform.paging import ACCESS_READ, EFER_SCE, PageFault
+
+from .ept import Ept, EptPerm, MemType
+from .ept_tlb import EptTlb
+from .guest_pt import GuestPageTable
+from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, GprSgx, PageFlags, PageType, SgxFault, Tcs,
+                  exit_info, gprsgx_offset)
+
+if TYPE_CHECKING:
+    from hyperenclave.platform.cpu import VCpu
+
+    from .enclave import Enclave, EnclaveManager
+
+ENCLU_EREPORT, ENCLU_EGETKEY, ENCLU_EENTER, ENCLU_ERESUME, ENCLU_EEXIT = 0, 1, 2, 3, 4
+HC_ERESUME = 0x8000_0005
+TCS_CSSA_OFFSET = 24
+PF_P_U = 0b101                # the error code the host sees for an enclave #PF (HyperEnclave)
+GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
+        "r12", "r13", "r14", "r15")
+
+
+@dataclass
+class Outside:
+    """The app's state EENTER/ERESUME replaced, restored by EEXIT and AEX."""
+
+    cr3: int
+    idtr: tuple[int, int]
+    efer: int
+    fs_base: int
+    gs_base: int
+    rsp: int
+    rbp: int
+    rflags: int
+    stage: SecondStage
+    aep: int
+    by_hypercall: bool          # entered with VMCALL (AEX gives RAX = 0x80000005) or ENCLU
+
+
+@dataclass
+class Thread:
+    """One logical processor inside an enclave, on one TCS."""
+
+    enclave: "Enclave"
+    tcs_la: int
+    tcs_pa: int
+    outside: Outside
+
+
+@dataclass
+class EnclaveAddressSpace:
+    """The enclave's GPT and EPT, built at EINIT (HyperEnclave maps the GPT frames into the NPT)."""
+
+    gpt: GuestPageTable
+    ept: Ept
+
+    def destroy(self) -> None:
+        self.ept.destroy()
+        self.gpt.destroy()
+
+
+class EnclaveRunner:
+    """EENTER, ERESUME, EEXIT and AEX for the enclaves of one monitor."""
+
+    def __init__(self, memory: PhysicalMemory, frames: FrameAllocator, manager: "EnclaveManager",
+                 log: Callable[[str], None]) -> None:
+        self.memory = memory
+        self.frames = frames
+        self.manager = manager
+        self.log = log
+        self.inside: dict[int, Thread] = {}          # vCPU index -> thread
+        self.busy_tcs: set[int] = set()
+        self.spaces: dict[int, EnclaveAddressSpace] = {}
+        self.stages: dict[int, EptTlb] = {}
+        self.aex_count = 0
+
+    # ------------------------------------------------------------------ address spaces
+    def build(self, enclave: "Enclave") -> None:
+        """EINIT: the enclave's own translation: ELRANGE -> its EPC pages, nothing else."""
+        gpt = GuestPageTable(self.memory, self.frames)
+        ept = Ept(self.memory, self.frames)
+        for la, pa in sorted(enclave.pages.items()):
+            entry = self.manager.epcm.get(pa)
+            assert entry is not None
+            ept.map(pa, pa, PAGE_SIZE, EptPerm.RWX, MemType.WB)
+            if entry.page_type == PageType.PT_TCS:
+                continue                              # TCS pages are not mapped (SGX)
+            gpt.map(la, pa, writable=bool(entry.flags & PageFlags.W),
+                    executable=bool(entry.flags & PageFlags.X))
+        for frame in gpt.tables:
+            ept.map(frame, frame, PAGE_SIZE, EptPerm.R, MemType.WB)
+        self.spaces[enclave.secs_pa] = EnclaveAddressSpace(gpt, ept)
+
+    def forget(self, enclave: "Enclave") -> None:
+        space = self.spaces.pop(enclave.secs_pa, None)
+        self.stages.pop(enclave.secs_pa, None)
+        if space is not None:
+            space.destroy()
+
+    # ------------------------------------------------------------------ entry
+    def _tcs(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:
+        """The TCS named by the app's RBX, found through the app's own page tables."""
+        if tcs_la % PAGE_SIZE:
+            raise SgxFault.gp(f"TCS {tcs_la:#x} is not page-aligned")
+        try:
+            tcs_pa = cpu.guest_physical(tcs_la, ACCESS_READ) & ~0xFFF
+        except PageFault as fault:
+            raise SgxFault.pf(tcs_la, f"TCS {tcs_la:#x} is not mapped in the app",
+                              error_code=fault.error_code) from None
+        entry = self.manager.epcm.get(tcs_pa) if tcs_pa in self.manager.epcm else None
+        if entry is None or entry.page_type != PageType.PT_TCS or entry.linear_address != tcs_la:
+            raise SgxFault.gp(f"{tcs_la:#x} (-> {tcs_pa:#x}) is not a TCS of an enclave")
+        enclave = self.manager.enclaves.get(entry.owner)
+        if enclave is None or not enclave.initialized or enclave.destroying:
+            raise SgxFault.gp(f"the enclave of TCS {tcs_la:#x} is not initialized")
+        return enclave, tcs_pa, Tcs.unpack(self.memory.read(tcs_pa, PAGE_SIZE))
+
+    def eenter(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool) -> None:
+        """EENTER from the app at `rip` (instruction of `length` bytes)."""
+        tcs_la, aep = cpu.reg("rbx"), cpu.reg("rcx")
+        enclave, tcs_pa, tcs = self._check_entry(cpu, tcs_la)
+        if tcs.cssa >= tcs.nssa:
+            raise SgxFault.gp(f"TCS {tcs_la:#x}: CSSA {tcs.cssa} >= NSSA {tcs.nssa}")
+        self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
+        base = enclave.secs.base
+        cpu.set_reg("rax", tcs.cssa)
+        cpu.set_reg("rcx", rip + length)
+        cpu.rip = base + tcs.oentry
+
+    def eresume(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool) -> None:
+        tcs_la, aep = cpu.reg("rbx"), cpu.reg("rcx")
+        enclave, tcs_pa, tcs = self._check_entry(cpu, tcs_la)
+        if tcs.cssa == 0:
+            raise SgxFault.gp(f"ERESUME on TCS {tcs_la:#x} with CSSA 0")
+        frame = self._ssa_frame_pa(enclave, tcs, tcs.cssa - 1)
+        gpr = GprSgx.unpack(self.memory.read(frame, GprSgx.SIZE))
+        self._set_cssa(tcs_pa, tcs.cssa - 1)
+        self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
+        for name in GPRS:
+            cpu.set_reg(name, getattr(gpr, name))
+        cpu.set_reg("rflags", gpr.rflags)
+        cpu.set_reg("fs_base", gpr.fsbase)
+        cpu.set_reg("gs_base", gpr.gsbase)
+        cpu.rip = gpr.rip
+
+    def _check_entry(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:
+        if cpu.index in self.inside:
+            raise SgxFault.gp("EENTER/ERESUME from inside an enclave")
+        enclave, tcs_pa, tcs = self._tcs(cpu, tcs_la)
+        if tcs_pa in self.busy_tcs:
+            raise SgxFault.gp(f"TCS {tcs_la:#x} is busy (another thread is inside on it)")
+        return enclave, tcs_pa, tcs
+
+    def _switch_in(self, cpu: "VCpu", enclave: "Enclave", tcs_la: int, tcs_pa: int, tcs: Tcs,
+                   aep: int, by_hypercall: bool) -> None:
+        outside = Outside(cpu.reg("cr3"), cpu.descriptor_table("idtr"), cpu.msr(MSR_EFER),
+                          cpu.reg("fs_base"), cpu.reg("gs_base"), cpu.reg("rsp"),
+                          cpu.reg("rbp"), cpu.reg("rflags"), cpu.second_stage, aep, by_hypercall)
+        self.inside[cpu.index] = Thread(enclave, tcs_la, tcs_pa, outside)
+        self.busy_tcs.add(tcs_pa)
+        enclave.threads_inside += 1
+        space = self.spaces[enclave.secs_pa]
+        stage = self.stages.get(enclave.secs_pa)
+        if stage is None:
+            stage = self.stages[enclave.secs_pa] = EptTlb(space.ept.walker, space.ept.eptp,
+                                                          cpu.flush_tlb)
+        cpu.second_stage = stage
+        cpu.set_reg("cr3", space.gpt.root)
+        cpu.set_descriptor_table("idtr", 0, 0)
+        cpu.set_msr(MSR_EFER, outside.efer & ~EFER_SCE)
+        base = enclave.secs.base
+        cpu.set_reg("fs_base", base + tcs.ofsbase)
+        cpu.set_reg("gs_base", base + tcs.ogsbase)
+        cpu.flush_tlb()
+
+    # ------------------------------------------------------------------ exit
+    def eexit(self, cpu: "VCpu") -> None:
+        """EEXIT: back to the app at RBX, RCX = AEP; the enclave scrubs its own registers."""
+        thread = self._switch_out(cpu)
+        cpu.set_reg("rcx", thread.outside.aep)
+        cpu.rip = cpu.reg("rbx")
+
+    def aex(self, cpu: "VCpu", vector: int, rip: int) -> Thread:
+        """Asynchronous exit: save the enclave's state in SSA[CSSA], leave with a synthetic
+        state at the AEP. The caller then delivers the event to the host."""
+        thread = self.inside[cpu.index]
+        enclave = thread.enclave
+        tcs = Tcs.unpack(self.memory.read(thread.tcs_pa, PAGE_SIZE))
+        gpr = GprSgx(**{name: cpu.reg(name) for name in GPRS}, rflags=cpu.reg("rflags"), rip=rip,
+                     ursp=thread.outside.rsp, urbp=thread.outside.rbp,
+                     exitinfo=exit_info(vector, EXIT_TYPE_HARDWARE) if vector < 32 else 0,
+                     fsbase=cpu.reg("fs_base"), gsbase=cpu.reg("gs_base"))
+        self.memory.write(self._ssa_frame_pa(enclave, tcs, tcs.cssa), gpr.pack())
+        self._set_cssa(thread.tcs_pa, tcs.cssa + 1)
+        self._switch_out(cpu)
+        for name in GPRS:
+            cpu.set_reg(name, 0)                 # nothing of the enclave's state leaks
+        outside = thread.outside
+        cpu.set_reg("rax", HC_ERESUME if outside.by_hypercall else ENCLU_ERESUME)
+        cpu.set_reg("rbx", thread.tcs_la)
+        cpu.set_reg("rcx", outside.aep)
+        cpu.set_reg("rsp", outside.rsp)
+        cpu.set_reg("rbp", outside.rbp)
+        cpu.set_reg("rflags", outside.rflags)
+        cpu.rip = outside.aep
+        self.aex_count += 1
+        return thread
+
+    def _switch_out(self, cpu: "VCpu") -> Thread:
+        thread = self.inside.pop(cpu.index)
+        self.busy_tcs.discard(thread.tcs_pa)
+        thread.enclave.threads_inside -= 1
+        o = thread.outside
+        cpu.second_stage = o.stage
+        cpu.set_reg("cr3", o.cr3)
+        cpu.set_descriptor_table("idtr", *o.idtr)
+        cpu.set_msr(MSR_EFER, o.efer)
+        cpu.set_reg("fs_base", o.fs_base)
+        cpu.set_reg("gs_base", o.gs_base)
+        cpu.flush_tlb()
+        return thread
+
+    def deliver_to_host(self, cpu: "VCpu", vector: int, error_code: int | None,
+                        address: int | None, external: bool) -> None:
+        """The event that caused an AEX, as the host sees it: at the AEP, CR2 page-aligned."""
+        rip = cpu.rip
+        if vector == PF:
+            cpu.set_reg("cr2", (address or 0) & ~0xFFF)
+            error_code = PF_P_U
+        deliver(cpu, vector, rip=rip, error_code=error_code, external=external)
+
+    # ------------------------------------------------------------------ SSA / TCS
+    def _ssa_frame_pa(self, enclave: "Enclave", tcs: Tcs, index: int) -> int:
+        frame_pages = enclave.secs.ssa_frame_size
+        la = enclave.secs.base + tcs.ossa + index * frame_pages * PAGE_SIZE
+        gpr_la = la + gprsgx_offset(frame_pages)
+        pa = enclave.pages.get(gpr_la & ~0xFFF)
+        if pa is None:
+            raise SgxFault.gp(f"SSA frame {index} at {la:#x} is not an enclave page")
+        return pa | (gpr_la & 0xFFF)
+
+    def _set_cssa(self, tcs_pa: int, cssa: int) -> None:
+        self.memory.write_u32(tcs_pa + TCS_CSSA_OFFSET, cssa)

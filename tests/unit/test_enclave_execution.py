@@ -1,0 +1,125 @@
+"""Enclave execution the GU-Enclave way, from bare-metal x86: an app at CPL 3 enters with the
+real ENCLU instruction (and with the EENTER hypercall), the enclave runs on the monitor's page
+tables, an exception inside is an AEX delivered to the host at the AEP, ERESUME continues."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from hyperenclave.vmm.measure import EnclaveMeasurement
+from hyperenclave.vmm.sgx import PageFlags, PageType, SecInfo, Tcs
+from tests.support.asm import assemble
+from tests.support.baremetal import KERNEL, PML4, UCS, UDS, USER, USTACK
+from tests.unit.test_enclave_lifecycle import (BASE, HC_ADD, HC_CREATE, HC_INIT, PAGEINFOS,
+                                               SECS_EPC, SECS_SRC, SECINFOS, SIGSTRUCT, SIZE,
+                                               SOURCES, monitor_image, secs, signed)
+from tests.unit.test_monitor_launch import EPC, machine
+from tests.unit.test_enclave_lifecycle import key  # noqa: F401  (fixture)
+
+R, W, X = PageFlags.R, PageFlags.W, PageFlags.X
+BP_HANDLER = 0x112000
+ENCLAVE_CODE = """
+    mov %rdi, %rdx
+    add $0x1111, %rdx
+    {middle}
+    movabs $0x10002000, %r8
+    mov (%r8), %r8
+    mov %rcx, %rbx             # EEXIT to the return address EENTER gave in RCX
+    mov $4, %eax
+    enclu
+"""
+
+
+def enclave_pages(middle: str) -> list[tuple[int, PageType, int, bytes]]:
+    code = assemble(ENCLAVE_CODE.format(middle=middle), BASE + 0x1000).ljust(4096, b"\xcc")
+    return [
+        (0x0000, PageType.PT_TCS, 0, Tcs(ossa=0x3000, nssa=2, oentry=0x1000).pack()),
+        (0x1000, PageType.PT_REG, R | X, code),
+        (0x2000, PageType.PT_REG, R | W, b"SECRET42".ljust(4096, b"\0")),
+        (0x3000, PageType.PT_REG, R | W, bytes(4096)),
+        (0x4000, PageType.PT_REG, R | W, bytes(4096)),
+    ]
+
+
+def app(enter: str) -> str:
+    """CPL-3 app code (IOPL 3, so it may report on the debug port)."""
+    return f"""
+        movabs ${BASE:#x}, %rbx
+        lea aep(%rip), %rcx
+        mov $0x40, %edi
+        {enter}
+        out %eax, $0xe9
+        mov %rdx, %rax ; out %eax, $0xe9
+        mov %r8, %rax ; out %eax, $0xe9
+        mov %r8, %rax ; shr $32, %rax ; out %eax, $0xe9
+        mov $0x2000, %ax ; out %ax, $0xea
+    1:  jmp 1b
+    aep:
+        mov $3, %eax
+        enclu
+    """
+
+
+def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax ; enclu"):
+    pages = enclave_pages(middle)
+    m = EnclaveMeasurement()
+    m.ecreate(1, SIZE)
+    for offset, ptype, flags, data in pages:
+        m.add_pages(offset, data, SecInfo.of(ptype, flags))
+    calls = [(HC_CREATE, PAGEINFOS, SECS_EPC)] + [
+        (HC_ADD, PAGEINFOS + 32 * i, (EPC + offset) | 1) for i, (offset, *_) in enumerate(pages, 1)]
+    calls.append((HC_INIT, SECS_EPC, SIGSTRUCT))
+    body = "".join(f"mov ${c:#x}, %eax ; movabs ${a:#x}, %rdi ; movabs ${b:#x}, %rsi ; vmcall ; "
+                   f"out %eax, $0xe9\n" for c, a, b in calls)
+    # then drop to the app at CPL 3 with IOPL 3
+    body += f"pushq ${UDS} ; pushq ${USTACK - 0x80} ; pushq $0x3202 ; pushq ${UCS} ; pushq ${USER} ; iretq"
+    bm, mon = machine(monitor_image, body)
+    mem = bm.memory
+    mem.write(SECS_SRC, secs().pack())
+    mem.write(SECINFOS, SecInfo.of(PageType.PT_SECS, 0).pack())
+    mem.write(PAGEINFOS, struct.pack("<QQQQ", 0, SECS_SRC, SECINFOS, 0))
+    for i, (offset, ptype, flags, data) in enumerate(pages, start=1):
+        mem.write(SECINFOS + 64 * i, SecInfo.of(ptype, flags).pack())
+        mem.write(SOURCES + 0x1000 * i, data)
+        mem.write(PAGEINFOS + 32 * i, struct.pack("<QQQQ", BASE + offset, SOURCES + 0x1000 * i,
+                                                  SECINFOS + 64 * i, SECS_EPC))
+    mem.write(SIGSTRUCT, signed(key, m.finalize()))
+    # the app's own mapping of ELRANGE, as the driver makes it: 2 MiB at BASE -> the EPC
+    mem.write_u64(PML4 + 0x2000 + 8 * (BASE >> 21), EPC | 0x87)
+    bm.load(USER, app(enter))
+    bm.load(BP_HANDLER, "mov $0xb3, %eax ; out %eax, $0xe9 ; iretq")
+    bm.set_gate(3, BP_HANDLER)
+    bm.run(KERNEL, slices=200)
+    n = len(calls) + 1
+    return bm.recorder.values[n:], bm.recorder.values[:n], mon
+
+
+def test_enclu_eenter_runs_the_enclave_and_eexit_returns(monitor_image, key) -> None:  # noqa: F811
+    out, setup, mon = run(monitor_image, key)
+    assert setup == [0] * len(setup), mon.log_lines
+    eax, rdx, r8_lo, r8_hi = out[:4]
+    assert eax == 4, "EEXIT leaves RAX as the leaf number"
+    assert rdx == 0x40 + 0x1111, "the enclave computed on the app's argument"
+    assert struct.pack("<II", r8_lo, r8_hi) == b"SECRET42", "enclave code reads its own data"
+    assert not mon.runner.inside and not mon.runner.busy_tcs
+
+
+def test_the_eenter_hypercall_works_like_enclu(monitor_image, key) -> None:  # noqa: F811
+    out, _, mon = run(monitor_image, key, enter="mov $0x80000000, %eax ; vmcall")
+    assert out[1] == 0x40 + 0x1111
+
+
+def test_an_exception_inside_is_an_aex_and_eresume_continues(monitor_image, key) -> None:  # noqa: F811
+    out, _, mon = run(monitor_image, key, middle="int3")
+    assert out[0] == 0xB3, "the host's #BP handler ran (at the AEP)"
+    assert out[2] == 0x40 + 0x1111, "ERESUME restored the registers the AEX saved"
+    assert mon.runner.aex_count == 1
+    assert any("AEX from enclave" in line for line in mon.log_lines)
+
+
+def test_the_host_cannot_read_the_enclave_through_its_own_mapping(monitor_image, key) -> None:  # noqa: F811
+    out, _, mon = run(monitor_image, key)
+    hpa, _ = mon._cpus[0].translate(BASE + 0x2000)
+    assert hpa == mon.layout.zero_page + (EPC + 0x2000) % (2 << 20)
