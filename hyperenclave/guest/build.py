@@ -44,7 +44,7 @@ MONITOR_PATH = "/lib/firmware/hyperenclave-monitor.bin"
 
 #: The user programs built from user/<name>.c and placed at /bin/<name>.
 USER_PROGRAMS = ("hello", "segv", "cpuid", "compute", "fault", "echo", "sleep", "systest", "sysctl",
-                 "memattack", "hcall", "cpuidloop", "attack")
+                 "memattack", "hcall", "cpuidloop", "attack", "enclave_load")
 
 COMMON_CFLAGS = (
     "-std=gnu11", "-O2", "-Wall", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-pie",

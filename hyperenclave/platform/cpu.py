@@ -299,13 +299,17 @@ class VCpu:
         self._fill_fault: Exception | None = None
         self._phys = _SecondStagePhysical(self)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
-        uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, x86.UC_X86_INS_IN)
+        # Order matters: Unicorn walks all INSN hooks for each hooked instruction and stops
+        # walking when a stop is pending (our slice timer), so only the first hook is never
+        # skipped. SYSCALL comes first (a skipped one is a silent no-op that loses the call),
+        # then the port I/O the devices depend on.
+        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, x86.UC_X86_INS_CPUID)
         # The binding has no RDTSC entry in its hook table; register it the way the binding does.
         self._rdtsc_cb = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(lambda uc_, _key: self._rdtsc(uc_, None))
         uc._Uc__do_hook_add(UC_HOOK_INSN, self._rdtsc_cb, 1, 0, x86.UC_X86_INS_RDTSC)
-        uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
         uc.hook_add(UC_HOOK_INTR, self._intr)
 

@@ -21,6 +21,7 @@ int open(const char *path, int flags, ...)
 }
 
 int close(int fd) { return (int)check(syscall1(SYS_close, fd)); }
+long lseek(int fd, long off, int whence) { return check(syscall3(SYS_lseek, fd, off, whence)); }
 
 int ioctl(int fd, unsigned long cmd, ...)
 {

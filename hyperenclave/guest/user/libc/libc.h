@@ -23,6 +23,7 @@ struct timespec {
 #define SYS_write 1
 #define SYS_open 2
 #define SYS_close 3
+#define SYS_lseek 8
 #define SYS_mmap 9
 #define SYS_munmap 11
 #define SYS_ioctl 16
@@ -56,6 +57,7 @@ ssize_t read(int fd, void *buf, size_t n);
 ssize_t write(int fd, const void *buf, size_t n);
 int open(const char *path, int flags, ...);
 int close(int fd);
+long lseek(int fd, long off, int whence);
 int ioctl(int fd, unsigned long cmd, ...);
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off);
 int munmap(void *addr, size_t len);

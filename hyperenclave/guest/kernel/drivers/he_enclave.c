@@ -1,0 +1,304 @@
+/*
+ * /dev/hyper_enclave: building and destroying enclaves for user space (HyperEnclave's driver
+ * ioctls ENCLAVE_CREATE/ADD_PAGE/INIT; the ABI is in include/he_ioctl.h).
+ *
+ * The driver owns the EPC (hyper_enclave_layout()) and hands out its pages from a bitmap; the
+ * monitor does the SGX leaves (HC_ENCLAVE_*, include/hyperenclave.h) on structures the driver
+ * builds in kernel memory, so no user pointer reaches the monitor. Each open file holds at
+ * most one enclave; its last close (or the process's exit) destroys it and frees its EPC.
+ */
+#include "kernel.h"
+#include "fs.h"
+#include "mm.h"
+#include "sched.h"
+#include "hyperenclave.h"
+#include "hyper_enclave.h"
+#include "he_ioctl.h"
+
+/* An added page: where the process sees it and the EPC page behind it. */
+struct he_encl_page {
+    u64 addr;
+    u64 epc;
+};
+
+struct he_encl {
+    u64 *pml4;                  /* the opener's page table: ADD_PAGE maps pages into it */
+    u64 map_start, map_end;     /* the mmap()ed range ELRANGE must lie in; 0 before mmap */
+    u64 secs_epc;               /* 0 before ENCLAVE_CREATE succeeded */
+    u64 base, size;             /* ELRANGE */
+    bool initialized;
+    struct he_encl_page *pages; /* alloc_pages()ed, grown by doubling */
+    u64 nr_pages, max_pages;
+};
+
+/* ---- the EPC page allocator: a bitmap, bit set = in use ---- */
+static struct {
+    u64 phys, nr;               /* EPC pages [phys, phys + nr * PAGE_SIZE) */
+    u64 *bitmap;
+    u64 bitmap_pages;
+    u64 used;
+} epc;
+
+/* Follow the monitor's current EPC; only possible while no EPC page is in use. */
+static int epc_bind(const struct he_layout *l)
+{
+    u64 nr = l->epc_size / PAGE_SIZE;
+    if (epc.bitmap && epc.phys == l->epc_phys && epc.nr == nr)
+        return 0;
+    if (epc.bitmap)
+        free_pages(__pa(epc.bitmap), epc.bitmap_pages);
+    epc.bitmap_pages = ALIGN_UP(ALIGN_UP(nr, 64) / 8, PAGE_SIZE) / PAGE_SIZE;
+    u64 pa = alloc_pages(epc.bitmap_pages);      /* zeroed: all free */
+    if (!pa) {
+        printk("hyper_enclave: no memory for the EPC bitmap\n");
+        epc.bitmap = NULL;
+        return -ENOMEM;
+    }
+    epc.bitmap = __va(pa);
+    epc.phys = l->epc_phys;
+    epc.nr = nr;
+    printk("hyper_enclave: EPC [mem %#lx-%#lx]: %lu pages for enclaves\n", epc.phys,
+           epc.phys + nr * PAGE_SIZE - 1, nr);
+    return 0;
+}
+
+/* An EPC page's physical address, or 0 when the EPC is exhausted. */
+static u64 epc_alloc(void)
+{
+    if (!epc.used && epc_bind(hyper_enclave_layout()))
+        return 0;
+    for (u64 w = 0; w < ALIGN_UP(epc.nr, 64) / 64; w++) {
+        if (epc.bitmap[w] == ~0UL)
+            continue;
+        u64 bit = w * 64 + (u64)__builtin_ctzl(~epc.bitmap[w]);
+        if (bit >= epc.nr)
+            break;
+        epc.bitmap[w] |= 1UL << (bit % 64);
+        epc.used++;
+        return epc.phys + bit * PAGE_SIZE;
+    }
+    printk("hyper_enclave: out of EPC: all %lu pages are in use\n", epc.nr);
+    return 0;
+}
+
+static void epc_free(u64 pa)
+{
+    u64 bit = (pa - epc.phys) / PAGE_SIZE;
+    epc.bitmap[bit / 64] &= ~(1UL << (bit % 64));
+    epc.used--;
+}
+
+/* ---- kernel copies of what the leaves read (single CPU, interrupts off: one at a time) ---- */
+static struct sgx_secs secs __aligned(PAGE_SIZE);
+static u8 src_page[PAGE_SIZE] __aligned(PAGE_SIZE);
+static u8 sigstruct[PAGE_SIZE] __aligned(PAGE_SIZE);
+static struct sgx_secinfo secinfo;
+static struct he_pageinfo pageinfo;
+
+/*
+ * A leaf's answer as the ioctl's result: 0, a negative errno (as is), ENCLS_FAULT_FLAG | vector
+ * (#GP -> -EINVAL, #PF -> -EFAULT), or a positive SGX error code, returned as is like Linux's
+ * EINIT. Every failure is printed.
+ */
+static long encls_result(const char *leaf, long ret)
+{
+    if (!ret)
+        return 0;
+    if (ret < 0) {
+        printk("hyper_enclave: %s failed: error %ld\n", leaf, ret);
+        return ret;
+    }
+    if (ret & HE_ENCLS_FAULT_FLAG) {
+        long vector = ret & ~(long)HE_ENCLS_FAULT_FLAG;
+        printk("hyper_enclave: %s failed: %s (vector %ld)\n", leaf, vector == 14 ? "#PF" : "#GP",
+               vector);
+        return vector == 14 ? -EFAULT : -EINVAL;
+    }
+    printk("hyper_enclave: %s failed: %s (%ld)\n", leaf, sgx_error_name(ret), ret);
+    return ret;
+}
+
+static int he_open(struct file *f)
+{
+    if (!hyper_enclave_enabled())
+        return -ENODEV;
+    u64 pa = alloc_page();
+    if (!pa)
+        return -ENOMEM;
+    struct he_encl *encl = __va(pa);
+    encl->pml4 = current->pml4;
+    f->private_data = encl;
+    return 0;
+}
+
+/* Reserve the range ELRANGE will be carved from; pages come with ADD_PAGE. */
+static long he_mmap(struct file *f, u64 addr, u64 len, int prot, int flags, u64 pgoff)
+{
+    (void)prot;
+    struct he_encl *encl = f->private_data;
+    if (!hyper_enclave_enabled())
+        return -ENODEV;
+    if (!(flags & MAP_SHARED) || pgoff)
+        return -EINVAL;
+    if (encl->map_end)
+        return -EBUSY;
+    encl->map_start = addr;
+    encl->map_end = addr + len;
+    return 0;
+}
+
+static long he_ioc_create(struct he_encl *encl, const struct he_enclave_create *arg)
+{
+    if (encl->secs_epc || !encl->map_end)
+        return -EINVAL;
+    if (copy_from_user(&secs, (const void *)arg->src, sizeof(secs)))
+        return -EFAULT;
+    if (secs.base < encl->map_start || secs.base >= encl->map_end ||
+        secs.size > encl->map_end - secs.base) {
+        printk("hyper_enclave: ELRANGE [%#lx+%#lx] is outside the mapping [%#lx-%#lx]\n",
+               secs.base, secs.size, encl->map_start, encl->map_end - 1);
+        return -EINVAL;
+    }
+    u64 page = epc_alloc();
+    if (!page)
+        return -ENOMEM;
+    secinfo = (struct sgx_secinfo){.flags = SGX_PAGE_TYPE_SECS << SGX_SECINFO_TYPE_SHIFT};
+    pageinfo = (struct he_pageinfo){.srcpge = (u64)&secs, .secinfo = (u64)&secinfo};
+    long ret = encls_result("ECREATE", hypercall2(HC_ENCLAVE_CREATE, (u64)&pageinfo, page));
+    if (ret) {
+        epc_free(page);
+        return ret;
+    }
+    encl->secs_epc = page;
+    encl->base = secs.base;
+    encl->size = secs.size;
+    return 0;
+}
+
+/* Room in encl->pages for one more page (grown by doubling); 0 or -ENOMEM. */
+static int reserve_page_slot(struct he_encl *encl)
+{
+    if (encl->nr_pages < encl->max_pages)
+        return 0;
+    u64 bytes = MAX(PAGE_SIZE, 2 * encl->max_pages * sizeof(*encl->pages));
+    u64 pa = alloc_pages(bytes / PAGE_SIZE);
+    if (!pa)
+        return -ENOMEM;
+    if (encl->pages) {
+        memcpy(__va(pa), encl->pages, encl->nr_pages * sizeof(*encl->pages));
+        free_pages(__pa(encl->pages), encl->max_pages * sizeof(*encl->pages) / PAGE_SIZE);
+    }
+    encl->pages = __va(pa);
+    encl->max_pages = bytes / sizeof(*encl->pages);
+    return 0;
+}
+
+static long he_ioc_add_page(struct he_encl *encl, const struct he_enclave_add_page *arg)
+{
+    if (!encl->secs_epc || encl->initialized || arg->flags & ~(u64)HE_ADD_PAGE_EXTEND)
+        return -EINVAL;
+    if (copy_from_user(src_page, (const void *)arg->src, PAGE_SIZE) ||
+        copy_from_user(&secinfo, (const void *)arg->secinfo, sizeof(secinfo)))
+        return -EFAULT;
+    /* room first: an EPC page the monitor took must always be remembered */
+    u64 page = reserve_page_slot(encl) ? 0 : epc_alloc();
+    if (!page)
+        return -ENOMEM;
+    pageinfo = (struct he_pageinfo){.linaddr = arg->addr, .srcpge = (u64)src_page,
+                                    .secinfo = (u64)&secinfo, .secs = encl->secs_epc};
+    long ret = encls_result("EADD", hypercall2(HC_ENCLAVE_ADD_PAGE, (u64)&pageinfo,
+                                               page | (arg->flags & HE_ADD_PAGE_EXTEND)));
+    if (ret) {
+        epc_free(page);
+        return ret;
+    }
+    encl->pages[encl->nr_pages++] = (struct he_encl_page){arg->addr, page};
+    /* the TCS too is writable in the process's page table (EENTER checks it) */
+    u64 type = secinfo.flags >> SGX_SECINFO_TYPE_SHIFT & 0xff;
+    bool writable = (secinfo.flags & SGX_SECINFO_W) || type == SGX_PAGE_TYPE_TCS;
+    u64 *old = lookup_pte(encl->pml4, arg->addr);
+    if (old && (*old & PTE_OWNED))
+        free_page(*old & PTE_ADDR);              /* anonymous memory mapped there meanwhile */
+    return map_page(encl->pml4, arg->addr, page, PTE_U | (writable ? PTE_W : 0));
+}
+
+static long he_ioc_init(struct he_encl *encl, const struct he_enclave_init *arg)
+{
+    if (!encl->secs_epc || encl->initialized || arg->addr != encl->base)
+        return -EINVAL;
+    if (copy_from_user(sigstruct, (const void *)arg->sigstruct, SGX_SIGSTRUCT_SIZE))
+        return -EFAULT;
+    long ret = encls_result("EINIT", hypercall2(HC_ENCLAVE_INIT, encl->secs_epc, (u64)sigstruct));
+    encl->initialized = !ret;
+    return ret;
+}
+
+static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
+{
+    union {
+        struct he_enclave_create create;
+        struct he_enclave_add_page add;
+        struct he_enclave_init init;
+    } arg;
+    if (!hyper_enclave_enabled())
+        return -ENODEV;
+    if (cmd != HE_IOC_ENCLAVE_CREATE && cmd != HE_IOC_ENCLAVE_ADD_PAGE &&
+        cmd != HE_IOC_ENCLAVE_INIT)
+        return -ENOTTY;
+    if (copy_from_user(&arg, (const void *)uarg, _IOC_SIZE(cmd)))
+        return -EFAULT;
+    if (cmd == HE_IOC_ENCLAVE_CREATE)
+        return he_ioc_create(f->private_data, &arg.create);
+    if (cmd == HE_IOC_ENCLAVE_ADD_PAGE)
+        return he_ioc_add_page(f->private_data, &arg.add);
+    return he_ioc_init(f->private_data, &arg.init);
+}
+
+/* Destroy the enclave: the monitor scrubs its EPC pages, the process loses their mappings. */
+static void he_destroy(struct he_encl *encl)
+{
+    long ret = encls_result("PREPARE_DESTROY",
+                            hypercall2(HC_ENCLAVE_PREPARE_DESTROY, encl->secs_epc, 0));
+    if (!ret)
+        ret = encls_result("FINISH_DESTROY",
+                           hypercall2(HC_ENCLAVE_FINISH_DESTROY, encl->secs_epc, 0));
+    if (ret) {
+        printk("hyper_enclave: enclave [%#lx-%#lx] not destroyed; its %lu EPC pages stay "
+               "in use\n", encl->base, encl->base + encl->size - 1, encl->nr_pages + 1);
+        return;
+    }
+    for (u64 i = 0; i < encl->nr_pages; i++) {
+        const struct he_encl_page *p = &encl->pages[i];
+        u64 *pte = lookup_pte(encl->pml4, p->addr);
+        if (pte && (*pte & PTE_ADDR) == p->epc)
+            unmap_page(encl->pml4, p->addr);
+        epc_free(p->epc);
+    }
+    epc_free(encl->secs_epc);
+    printk("hyper_enclave: enclave [%#lx-%#lx] destroyed, %lu EPC pages freed\n", encl->base,
+           encl->base + encl->size - 1, encl->nr_pages + 1);
+}
+
+static int he_release(struct file *f)
+{
+    struct he_encl *encl = f->private_data;
+    if (encl->secs_epc)
+        he_destroy(encl);
+    if (encl->pages)
+        free_pages(__pa(encl->pages), encl->max_pages * sizeof(*encl->pages) / PAGE_SIZE);
+    free_page(__pa(encl));
+    return 0;
+}
+
+static const struct file_operations he_enclave_fops = {
+    .open = he_open,
+    .ioctl = he_ioctl,
+    .mmap = he_mmap,
+    .release = he_release,
+};
+
+static int he_enclave_init(void)
+{
+    return register_device("/dev/hyper_enclave", &he_enclave_fops, NULL);
+}
+device_initcall(he_enclave_init);
