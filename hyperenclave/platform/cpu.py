@@ -299,14 +299,17 @@ class VCpu:
         self._fill_fault: Exception | None = None
         self._phys = _SecondStagePhysical(self)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
-        # Order matters: Unicorn walks all INSN hooks for each hooked instruction and stops
-        # walking when a stop is pending (our slice timer), so only the first hook is never
-        # skipped. SYSCALL comes first (a skipped one is a silent no-op that loses the call),
-        # then the port I/O the devices depend on.
+        # Order matters. Unicorn walks every INSN hook for each hooked instruction and stops
+        # walking once a stop is pending (our slice timer); the stop takes effect only at the
+        # end of the translation block, so every hooked instruction left in that block loses
+        # all hooks but the first. CPUID does not end a block (a loop of them lost 95% under a
+        # stop storm), SYSCALL/IN/OUT do (a stop must land inside the helper itself: 165 in
+        # 100,000 SYSCALLs under a stop every 20 us, 0 for IN/OUT), so CPUID goes first. RDTSC
+        # comes last: a skipped one reads Unicorn's own TSC.
+        uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, x86.UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, x86.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, x86.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, x86.UC_X86_INS_CPUID)
         # The binding has no RDTSC entry in its hook table; register it the way the binding does.
         self._rdtsc_cb = uccallback(uc, HOOK_INSN_CPUID_CFUNC)(lambda uc_, _key: self._rdtsc(uc_, None))
         uc._Uc__do_hook_add(UC_HOOK_INSN, self._rdtsc_cb, 1, 0, x86.UC_X86_INS_RDTSC)
