@@ -1,9 +1,11 @@
 /*
- * enclave_load PATH... [--keep]: build each signed enclave bundle (include/he_enclave_file.h,
+ * enclave_load PATH... [--keep] [--enter ARG]: build each signed enclave bundle (include/he_enclave_file.h,
  * written by hyperenclave/sdk/signer.py) through /dev/hyper_enclave: mmap a range, pick a
  * size-aligned ELRANGE in it, ENCLAVE_CREATE, ADD_PAGE for every page, INIT. The enclaves live
  * together until every PATH was tried; then they are closed (which destroys them) or, with
  * --keep, left for the process's exit to destroy. Exit status 1 when any enclave failed.
+ * --enter ARG: after building each one, EENTER its first TCS with ENCLU (RDI = ARG) and print
+ * the RDX it EEXITs with and how many AEXs (each followed by ERESUME at the AEP) it took.
  */
 #include "libc.h"
 #include "he_ioctl.h"
@@ -13,6 +15,8 @@
 #define PAGE_SIZE    4096UL
 
 static struct sgx_secs secs;
+static uint64_t first_tcs;              /* linear address of the last built enclave's first TCS */
+static volatile unsigned long aex_count;
 static struct sgx_secinfo secinfo;
 
 /* The whole file in anonymous memory, or NULL after saying why. */
@@ -118,6 +122,8 @@ static int build(const char *path, const uint8_t *file, const struct he_enclave_
             base + pages[i].offset, (uint64_t)(data + i * PAGE_SIZE), (uint64_t)&secinfo,
             pages[i].flags & HE_ENCLAVE_PAGE_MEASURED ? HE_ADD_PAGE_EXTEND : 0};
         snprintf(what, sizeof(what), "ADD_PAGE at %#lx", (unsigned long)add.addr);
+        if (((pages[i].secinfo >> 8) & 0xff) == SGX_PAGE_TYPE_TCS && !first_tcs)
+            first_tcs = add.addr;
         if (check(path, what, ioctl(dev, HE_IOC_ENCLAVE_ADD_PAGE, &add)))
             goto fail;
     }
@@ -133,6 +139,26 @@ static int build(const char *path, const uint8_t *file, const struct he_enclave_
 fail:
     close(dev);
     return -1;
+}
+
+/* EENTER the TCS with RDI = arg through the real ENCLU instruction; the AEP counts AEXs and
+ * ERESUMEs (the AEX left RAX = ERESUME, RBX = TCS, RCX = AEP). Returns the enclave's RDX. */
+static unsigned long enter(uint64_t tcs, unsigned long arg)
+{
+    unsigned long result;
+    __asm__ volatile("lea 2f(%%rip), %%rcx\n\t"
+                     "mov $2, %%eax\n\t"
+                     "enclu\n\t"                       /* EENTER; EEXIT comes back here */
+                     "jmp 3f\n"
+                     "2:\n\t"
+                     "lock incq aex_count(%%rip)\n\t"
+                     "enclu\n"                          /* ERESUME */
+                     "3:"
+                     : "=d"(result), "+b"(tcs), "+D"(arg)
+                     :
+                     : "rax", "rcx", "rsi", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+                       "r15", "memory", "cc");
+    return result;
 }
 
 static int load(const char *path)
@@ -151,25 +177,38 @@ int main(int argc, char **argv)
 {
     const char *paths[MAX_ENCLAVES];
     int fds[MAX_ENCLAVES], nr_paths = 0, nr_open = 0, status = 0;
-    int keep = 0;
+    int keep = 0, do_enter = 0;
+    unsigned long arg = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--keep"))
             keep = 1;
+        else if (!strcmp(argv[i], "--enter") && i + 1 < argc) {
+            do_enter = 1;
+            arg = strtoul(argv[++i], NULL, 0);
+        }
         else if (nr_paths < MAX_ENCLAVES)
             paths[nr_paths++] = argv[i];
         else
             nr_paths = MAX_ENCLAVES + 1;
     }
     if (!nr_paths || nr_paths > MAX_ENCLAVES) {
-        printf("usage: enclave_load PATH... [--keep]   (at most %d paths)\n", MAX_ENCLAVES);
+        printf("usage: enclave_load PATH... [--keep] [--enter ARG]   (at most %d paths)\n",
+               MAX_ENCLAVES);
         return 2;
     }
     for (int i = 0; i < nr_paths; i++) {
         int fd = load(paths[i]);
-        if (fd < 0)
+        if (fd < 0) {
             status = 1;
-        else
-            fds[nr_open++] = fd;
+            continue;
+        }
+        fds[nr_open++] = fd;
+        if (do_enter && first_tcs) {
+            unsigned long before = aex_count, ret = enter(first_tcs, arg);
+            printf("enclave_load: EENTER(%#lx) returned %#lx after %lu AEX\n", arg, ret,
+                   aex_count - before);
+        }
+        first_tcs = 0;
     }
     if (keep) {
         printf("enclave_load: exiting with %d enclave(s) open\n", nr_open);
