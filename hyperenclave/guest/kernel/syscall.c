@@ -102,8 +102,13 @@ static long sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off)
         if ((addr & (PAGE_SIZE - 1)) || addr + len > USER_SPACE_END || addr + len < addr)
             return -EINVAL;
     } else {
-        addr = current->mmap_next;
-        current->mmap_next += len + PAGE_SIZE;   /* leave a guard gap */
+        /* a device may choose the range (enclave ranges must not overlap across processes) */
+        struct file *dev = (flags & MAP_ANONYMOUS) ? NULL : fd_get((int)fd);
+        addr = dev && dev->f_op->get_unmapped_area ? dev->f_op->get_unmapped_area(dev, len) : 0;
+        if (!addr) {
+            addr = current->mmap_next;
+            current->mmap_next += len + PAGE_SIZE;   /* leave a guard gap */
+        }
     }
     if (flags & MAP_ANONYMOUS) {
         for (u64 va = addr; va < addr + len; va += PAGE_SIZE) {

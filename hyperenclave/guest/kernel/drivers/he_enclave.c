@@ -147,6 +147,22 @@ static long he_mmap(struct file *f, u64 addr, u64 len, int prot, int flags, u64 
     return 0;
 }
 
+/* Enclave ranges come from one area shared by all processes, so two processes' ELRANGEs never
+ * overlap (the monitor refuses overlapping ones); 1 GiB apart, never reused. */
+#define HE_ELRANGE_AREA     0x0000400000000000UL
+#define HE_ELRANGE_AREA_END 0x0000700000000000UL
+static u64 next_elrange = HE_ELRANGE_AREA;
+
+static u64 he_get_unmapped_area(struct file *f, u64 len)
+{
+    (void)f;
+    u64 addr = next_elrange, step = ALIGN_UP(len, 1UL << 30);
+    if (addr + step > HE_ELRANGE_AREA_END)
+        return 0;                           /* exhausted: the process's own next range */
+    next_elrange += step;
+    return addr;
+}
+
 static long he_ioc_create(struct he_encl *encl, const struct he_enclave_create *arg)
 {
     if (encl->secs_epc || !encl->map_end)
@@ -294,6 +310,7 @@ static const struct file_operations he_enclave_fops = {
     .open = he_open,
     .ioctl = he_ioctl,
     .mmap = he_mmap,
+    .get_unmapped_area = he_get_unmapped_area,
     .release = he_release,
 };
 

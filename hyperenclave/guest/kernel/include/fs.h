@@ -23,6 +23,8 @@ struct file_operations {
     long (*ioctl)(struct file *f, unsigned int cmd, unsigned long arg);
     /* map [addr, addr+len) of the current process; return 0 or -errno */
     long (*mmap)(struct file *f, u64 addr, u64 len, int prot, int flags, u64 pgoff);
+    /* optional: where a mapping without MAP_FIXED goes (0: the process's next free range) */
+    u64 (*get_unmapped_area)(struct file *f, u64 len);
     int (*release)(struct file *f);
 };
 
