@@ -61,7 +61,7 @@ class EnclaveManager:
         self.memory = memory
         self.epcm = Epcm(epc_start, epc_size)
         self.enclaves: dict[int, Enclave] = {}
-        self._gmem = guest_memory
+        self.guest_memory = guest_memory
         self._cpu = cpu_for
         self._log = log
         self.initialized_hooks: list[Callable[[Enclave], None]] = []   # e.g. build its GPT/EPT
@@ -100,7 +100,7 @@ class EnclaveManager:
 
     # ------------------------------------------------------------------ reading the driver's input
     def _read(self, gva: int, length: int, what: str) -> bytes:
-        return self._gmem.read(self._cpu(), gva, length, what)
+        return self.guest_memory.read(self._cpu(), gva, length, what)
 
     def _pageinfo(self, gva: int) -> tuple[int, int, int, int]:
         if gva % 32:

@@ -13,19 +13,24 @@ EEXIT RBX=target -> RCX=AEP.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import errno
+import struct
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from hyperenclave.platform.cpu import MSR_EFER, PF, SecondStage
 from hyperenclave.platform.interrupts import deliver
 from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
-from hyperenclave.platform.paging import ACCESS_READ, EFER_SCE, PageFault
+from hyperenclave.platform.paging import ACCESS_READ, ACCESS_WRITE, EFER_SCE, PageFault
 
 from .ept import Ept, EptPerm, MemType
 from .ept_tlb import EptTlb
+from .hypercall import HypercallArgs, HypercallError
 from .guest_pt import GuestPageTable
 from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, GprSgx, PageFlags, PageType, SgxFault, Tcs,
                   exit_info, gprsgx_offset)
+
+SHARED_RANGE = struct.Struct("<QQQ")   # HC_SHARED_MEMORY_ADD: {secs, start, end}
 
 if TYPE_CHECKING:
     from hyperenclave.platform.cpu import VCpu
@@ -73,6 +78,7 @@ class EnclaveAddressSpace:
 
     gpt: GuestPageTable
     ept: Ept
+    shared: list[tuple[int, int]] = field(default_factory=list)   # marshalling buffers
 
     def destroy(self) -> None:
         self.ept.destroy()
@@ -116,6 +122,52 @@ class EnclaveRunner:
         self.stages.pop(enclave.secs_pa, None)
         if space is not None:
             space.destroy()
+
+    # ------------------------------------------------------------------ marshalling buffer
+    def hc_shared_memory_add(self, args: HypercallArgs, cpu: "VCpu") -> int:
+        """HC 0x101 (HyperEnclave's SharedMemoryAdd): map the app's pages [start, end) into the
+        initialized enclave at the same addresses, read/write, never executable, as the app's
+        page tables map them now. They must be ordinary host RAM (no EPC, no monitor memory)."""
+        gmem = self.manager.guest_memory
+        secs_pa, start, end = SHARED_RANGE.unpack(gmem.read(cpu, args.arg0, SHARED_RANGE.size,
+                                                            "shared memory range"))
+        enclave = self.manager.enclaves.get(secs_pa)
+        if enclave is None or not enclave.initialized:
+            raise HypercallError(errno.EINVAL, f"{secs_pa:#x} is not an initialized enclave")
+        lo, hi = enclave.elrange
+        if start % PAGE_SIZE or end % PAGE_SIZE or not start < end or end >> 47:
+            raise HypercallError(errno.EINVAL, f"shared range [{start:#x}-{end:#x}) is not "
+                                 "page-aligned user memory")
+        limit = enclave.secs.ms_buf_size * max(1, len(enclave.tcs))
+        if end - start > limit:
+            raise HypercallError(errno.EINVAL, f"shared range of {end - start:#x} bytes is more "
+                                 f"than ms_buf_size x TCSs ({limit:#x})")
+        if start < hi and lo < end:
+            raise HypercallError(errno.EINVAL, f"shared range [{start:#x}-{end:#x}) overlaps "
+                                 f"ELRANGE [{lo:#x}-{hi:#x})")
+        space = self.spaces[secs_pa]
+        if any(start < e and s < end for s, e in space.shared):
+            raise HypercallError(errno.EBUSY, f"[{start:#x}-{end:#x}) is already shared")
+        frames = []
+        for va in range(start, end, PAGE_SIZE):
+            try:
+                gpa = cpu.guest_physical(va, ACCESS_WRITE, user=True) & ~0xFFF
+            except PageFault:
+                raise HypercallError(errno.EFAULT, f"shared page {va:#x} is not a writable "
+                                     "user page of the app") from None
+            gmem.check_gpa(gpa, PAGE_SIZE, f"shared page {va:#x}")
+            frames.append((va, gpa))
+        for va, gpa in frames:
+            space.gpt.map(va, gpa, writable=True, executable=False)
+            space.ept.map(gpa, gpa, PAGE_SIZE, EptPerm.RW, MemType.WB)
+        for frame in space.gpt.tables:        # tables the new mappings may have added
+            space.ept.map(frame, frame, PAGE_SIZE, EptPerm.R, MemType.WB)
+        space.shared.append((start, end))
+        stage = self.stages.get(secs_pa)
+        if stage is not None:
+            stage.forget()                    # INVEPT for that enclave's EPT
+        self.log(f"enclave {secs_pa:#x}: shared [{start:#x}-{end:#x}) with the app")
+        return 0
 
     # ------------------------------------------------------------------ entry
     def _tcs(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:

@@ -182,6 +182,8 @@ class Monitor:
                            (HypercallCode.ENCLAVE_PREPARE_DESTROY, "hc_prepare_destroy"),
                            (HypercallCode.ENCLAVE_FINISH_DESTROY, "hc_finish_destroy")):
             self.hypercalls.register(code, self._enclave_call(name), fast=True)
+        self.hypercalls.register(HypercallCode.SHARED_MEMORY_ADD, self._hc_shared_memory_add,
+                                 fast=True)
         self.hypercalls.register(HypercallCode.ENCLAVE_ENTER, self._hc_eenter)
         self.hypercalls.register(HypercallCode.ENCLAVE_RESUME, self._hc_eresume)
         self.hypercalls.register(HypercallCode.ENCLAVE_EXIT, self._hc_eexit)
@@ -517,6 +519,10 @@ class Monitor:
             if fault.vector == 14:
                 cpu.set_reg("cr2", fault.address or 0)
             self._inject(cpu, fault.vector, rip, fault.error_code)
+
+    def _hc_shared_memory_add(self, args: HypercallArgs) -> int:
+        assert self.runner is not None
+        return self.runner.hc_shared_memory_add(args, self._cpu_for(args))
 
     def _hc_eenter(self, args: HypercallArgs) -> None:
         cpu = self._cpu_for(args)

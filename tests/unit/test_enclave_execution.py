@@ -19,7 +19,7 @@ from tests.unit.test_monitor_launch import EPC, machine
 from tests.unit.test_enclave_lifecycle import key  # noqa: F401  (fixture)
 
 R, W, X = PageFlags.R, PageFlags.W, PageFlags.X
-BP_HANDLER = 0x112000
+BP_HANDLER, PF_HANDLER = 0x112000, 0x113000
 ENCLAVE_CODE = """
     mov %rdi, %rdx
     add $0x1111, %rdx
@@ -62,7 +62,8 @@ def app(enter: str) -> str:
     """
 
 
-def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax ; enclu"):
+def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax ; enclu",
+        after_init: tuple[tuple[int, int, int], ...] = (), before=lambda mem: None):
     pages = enclave_pages(middle)
     m = EnclaveMeasurement()
     m.ecreate(1, SIZE)
@@ -71,6 +72,7 @@ def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax 
     calls = [(HC_CREATE, PAGEINFOS, SECS_EPC)] + [
         (HC_ADD, PAGEINFOS + 32 * i, (EPC + offset) | 1) for i, (offset, *_) in enumerate(pages, 1)]
     calls.append((HC_INIT, SECS_EPC, SIGSTRUCT))
+    calls += after_init
     body = "".join(f"mov ${c:#x}, %eax ; movabs ${a:#x}, %rdi ; movabs ${b:#x}, %rsi ; vmcall ; "
                    f"out %eax, $0xe9\n" for c, a, b in calls)
     # then drop to the app at CPL 3 with IOPL 3
@@ -91,8 +93,14 @@ def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax 
     bm.load(USER, app(enter))
     bm.load(BP_HANDLER, "mov $0xb3, %eax ; out %eax, $0xe9 ; iretq")
     bm.set_gate(3, BP_HANDLER)
+    bm.load(PF_HANDLER, """mov $0xee, %eax ; out %eax, $0xe9 ; mov %cr2, %rax ; out %eax, $0xe9
+                           mov (%rsp), %rax ; out %eax, $0xe9 ; mov $0x2000, %ax ; out %ax, $0xea
+                        1: jmp 1b""")
+    bm.set_gate(14, PF_HANDLER)
+    before(mem)
     bm.run(KERNEL, slices=200)
     n = len(calls) + 1
+    run.memory = mem
     return bm.recorder.values[n:], bm.recorder.values[:n], mon
 
 
@@ -123,3 +131,33 @@ def test_the_host_cannot_read_the_enclave_through_its_own_mapping(monitor_image,
     out, _, mon = run(monitor_image, key)
     hpa, _ = mon._cpus[0].translate(BASE + 0x2000)
     assert hpa == mon.layout.zero_page + (EPC + 0x2000) % (2 << 20)
+
+
+SHARED, SHARED_RANGE = 0x600000, 0x505000
+MARSHAL = "movabs $0x600000, %r9 ; mov (%r9), %r10 ; add $7, %r10 ; mov %r10, 8(%r9)"
+
+
+def test_a_shared_marshalling_buffer_carries_data_both_ways(monitor_image, key) -> None:  # noqa: F811
+    def before(mem) -> None:
+        mem.write(SHARED_RANGE, struct.pack("<QQQ", SECS_EPC, SHARED, SHARED + 0x1000))
+        mem.write(SHARED, struct.pack("<Q", 35))
+    out, setup, mon = run(monitor_image, key, middle=MARSHAL,
+                          after_init=((0x101, SHARED_RANGE, 0),), before=before)
+    assert setup[-1] == 0, mon.log_lines
+    assert struct.unpack("<Q", run.memory.read(SHARED + 8, 8))[0] == 42
+    assert out[1] == 0x40 + 0x1111
+
+
+def test_without_the_shared_buffer_the_enclave_cannot_touch_app_memory(monitor_image, key) -> None:  # noqa: F811
+    out, _, mon = run(monitor_image, key, middle=MARSHAL, before=lambda mem: mem.write(SHARED, bytes(16)))
+    assert mon.runner.aex_count == 1, "the access outside the enclave's EPT is an AEX"
+    assert out[:3] == [0xEE, SHARED, 0b101], "the host sees #PF(P|U) at the page, at the AEP"
+    assert run.memory.read(SHARED + 8, 8) == bytes(8)
+
+
+@pytest.mark.parametrize("start, end", [(EPC, EPC + 0x1000), (BASE, BASE + 0x1000),
+                                        (SHARED + 1, SHARED + 0x1000), (SHARED, SHARED + 0x10000)])
+def test_bad_shared_ranges_are_refused(monitor_image, key, start: int, end: int) -> None:  # noqa: F811
+    out, setup, mon = run(monitor_image, key, after_init=((0x101, SHARED_RANGE, 0),),
+                          before=lambda mem: mem.write(SHARED_RANGE, struct.pack("<QQQ", SECS_EPC, start, end)))
+    assert setup[-1] in ((-14) & 0xFFFF_FFFF, (-22) & 0xFFFF_FFFF), mon.log_lines
