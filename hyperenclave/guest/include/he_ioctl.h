@@ -44,6 +44,13 @@ struct he_enclave_init {
 #define HE_IOC_ENCLAVE_CREATE   _IOW(HE_IOC_MAGIC, 0x07, struct he_enclave_create)
 #define HE_IOC_ENCLAVE_ADD_PAGE _IOW(HE_IOC_MAGIC, 0x08, struct he_enclave_add_page)
 #define HE_IOC_ENCLAVE_INIT     _IOW(HE_IOC_MAGIC, 0x09, struct he_enclave_init)
+/* Share [addr, addr + size) of the caller (present, writable pages of ordinary memory) with its
+ * initialized enclave at the same addresses: the marshalling buffer (HC_SHARED_MEMORY_ADD). */
+struct he_enclave_shared_memory {
+    uint64_t addr;
+    uint64_t size;
+};
+#define HE_IOC_ADD_SHARED_MEMORY _IOW(HE_IOC_MAGIC, 0x0C, struct he_enclave_shared_memory)
 
 /* ---- the SGX structures the ioctls carry (SDM Vol. 3D; Python: hyperenclave/vmm/sgx.py) ---- */
 struct sgx_secs {

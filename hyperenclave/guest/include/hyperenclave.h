@@ -65,6 +65,7 @@
 #define HC_ENCLAVE_FINISH_DESTROY  0x14
 #define HC_TPM_CMD_SYNC         0x16
 #define HC_RESET_STATS          0x100
+#define HC_SHARED_MEMORY_ADD    0x101   /* arg0 = struct { u64 secs, start, end; } * */
 #define HC_INIT_CMRM            0x200   /* arg0 = struct he_mem_region *, arg1 = count */
 #define HC_SET_INIT_CMRM_DONE   0x201
 

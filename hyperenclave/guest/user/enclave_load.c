@@ -6,6 +6,7 @@
  * --keep, left for the process's exit to destroy. Exit status 1 when any enclave failed.
  * --enter ARG: after building each one, EENTER its first TCS with ENCLU (RDI = ARG) and print
  * the RDX it EEXITs with and how many AEXs (each followed by ERESUME at the AEP) it took.
+ * --ecall N: an ECALL through a shared marshalling buffer, serving the enclave's OCALLs.
  */
 #include "libc.h"
 #include "he_ioctl.h"
@@ -161,6 +162,34 @@ static unsigned long enter(uint64_t tcs, unsigned long arg)
     return result;
 }
 
+/* An ECALL through a marshalling buffer shared with the enclave (HE_IOC_ADD_SHARED_MEMORY):
+ * buf[0] = input; the enclave may ask for OCALL 1 with buf[2] = 1 and its argument in buf[3];
+ * we answer in buf[4] with buf[2] = 2 (ORET) and enter again; the result comes in buf[1]. */
+static int ecall(int dev, uint64_t tcs, unsigned long input)
+{
+    volatile unsigned long *buf = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED)
+        return -1;
+    struct he_enclave_shared_memory shared = {(uint64_t)buf, PAGE_SIZE};
+    if (ioctl(dev, HE_IOC_ADD_SHARED_MEMORY, &shared)) {
+        printf("enclave_load: ADD_SHARED_MEMORY failed: %s\n", strerror(errno));
+        return -1;
+    }
+    buf[0] = input;
+    buf[2] = 0;
+    for (int calls = 0; calls < 16; calls++) {
+        enter(tcs, (unsigned long)buf);
+        if (buf[2] != 1)
+            break;
+        printf("enclave_load: OCALL 1(%lu) from the enclave\n", buf[3]);
+        buf[4] = buf[3] * 2;
+        buf[2] = 2;
+    }
+    printf("enclave_load: ECALL(%lu) = %lu\n", input, buf[1]);
+    return 0;
+}
+
 static int load(const char *path)
 {
     size_t size;
@@ -177,13 +206,14 @@ int main(int argc, char **argv)
 {
     const char *paths[MAX_ENCLAVES];
     int fds[MAX_ENCLAVES], nr_paths = 0, nr_open = 0, status = 0;
-    int keep = 0, do_enter = 0;
+    int keep = 0, do_enter = 0, do_ecall = 0;
     unsigned long arg = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--keep"))
             keep = 1;
-        else if (!strcmp(argv[i], "--enter") && i + 1 < argc) {
-            do_enter = 1;
+        else if ((!strcmp(argv[i], "--enter") || !strcmp(argv[i], "--ecall")) && i + 1 < argc) {
+            do_enter = argv[i][2] == 'e' && argv[i][3] == 'n';
+            do_ecall = !do_enter;
             arg = strtoul(argv[++i], NULL, 0);
         }
         else if (nr_paths < MAX_ENCLAVES)
@@ -192,7 +222,7 @@ int main(int argc, char **argv)
             nr_paths = MAX_ENCLAVES + 1;
     }
     if (!nr_paths || nr_paths > MAX_ENCLAVES) {
-        printf("usage: enclave_load PATH... [--keep] [--enter ARG]   (at most %d paths)\n",
+        printf("usage: enclave_load PATH... [--keep] [--enter ARG | --ecall N]   (at most %d paths)\n",
                MAX_ENCLAVES);
         return 2;
     }
@@ -203,6 +233,8 @@ int main(int argc, char **argv)
             continue;
         }
         fds[nr_open++] = fd;
+        if (do_ecall && first_tcs && ecall(fd, first_tcs, arg))
+            status = 1;
         if (do_enter && first_tcs) {
             unsigned long before = aex_count, ret = enter(first_tcs, arg);
             printf("enclave_load: EENTER(%#lx) returned %#lx after %lu AEX\n", arg, ret,

@@ -249,17 +249,31 @@ static long he_ioc_init(struct he_encl *encl, const struct he_enclave_init *arg)
     return ret;
 }
 
+static long he_ioc_add_shared_memory(struct he_encl *encl,
+                                     const struct he_enclave_shared_memory *arg)
+{
+    if (!encl->initialized)
+        return -EINVAL;
+    u64 range[3] = {encl->secs_epc, arg->addr, arg->addr + arg->size};
+    long ret = hypercall2(HC_SHARED_MEMORY_ADD, (unsigned long)range, 0);
+    if (ret)
+        printk("hyper_enclave: ADD_SHARED_MEMORY [%#lx+%#lx] failed: error %ld\n", arg->addr,
+               arg->size, ret);
+    return ret;
+}
+
 static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
 {
     union {
         struct he_enclave_create create;
         struct he_enclave_add_page add;
         struct he_enclave_init init;
+        struct he_enclave_shared_memory shared;
     } arg;
     if (!hyper_enclave_enabled())
         return -ENODEV;
     if (cmd != HE_IOC_ENCLAVE_CREATE && cmd != HE_IOC_ENCLAVE_ADD_PAGE &&
-        cmd != HE_IOC_ENCLAVE_INIT)
+        cmd != HE_IOC_ENCLAVE_INIT && cmd != HE_IOC_ADD_SHARED_MEMORY)
         return -ENOTTY;
     if (copy_from_user(&arg, (const void *)uarg, _IOC_SIZE(cmd)))
         return -EFAULT;
@@ -267,6 +281,8 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
         return he_ioc_create(f->private_data, &arg.create);
     if (cmd == HE_IOC_ENCLAVE_ADD_PAGE)
         return he_ioc_add_page(f->private_data, &arg.add);
+    if (cmd == HE_IOC_ADD_SHARED_MEMORY)
+        return he_ioc_add_shared_memory(f->private_data, &arg.shared);
     return he_ioc_init(f->private_data, &arg.init);
 }
 
