@@ -494,8 +494,10 @@ class Monitor:
             return True
         vector, error_code, address = event.vector, event.error_code, event.address
         external = kind is EventKind.INTERRUPT
-        if kind in (EventKind.SYSCALL, EventKind.ENCLU, EventKind.VMCALL, EventKind.VMXON):
-            vector, error_code = UD, None        # no SYSCALL (EFER.SCE clear), no other leaves
+        if kind is EventKind.ENCLU:
+            vector, error_code = GP, 0           # EENTER/ERESUME inside, or a leaf not offered
+        elif kind in (EventKind.SYSCALL, EventKind.VMCALL, EventKind.VMXON):
+            vector, error_code = UD, None        # no SYSCALL (EFER.SCE clear)
         elif kind is EventKind.SECOND_STAGE_FAULT:
             vector, error_code = 14, 0           # outside the enclave's EPT: a #PF for the host
         elif kind is EventKind.HLT:

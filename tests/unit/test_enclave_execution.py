@@ -19,7 +19,7 @@ from tests.unit.test_monitor_launch import EPC, machine
 from tests.unit.test_enclave_lifecycle import key  # noqa: F401  (fixture)
 
 R, W, X = PageFlags.R, PageFlags.W, PageFlags.X
-BP_HANDLER, PF_HANDLER = 0x112000, 0x113000
+BP_HANDLER, PF_HANDLER, GP_HANDLER = 0x112000, 0x113000, 0x114000
 ENCLAVE_CODE = """
     mov %rdi, %rdx
     add $0x1111, %rdx
@@ -97,6 +97,10 @@ def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax 
                            mov (%rsp), %rax ; out %eax, $0xe9 ; mov $0x2000, %ax ; out %ax, $0xea
                         1: jmp 1b""")
     bm.set_gate(14, PF_HANDLER)
+    bm.load(GP_HANDLER, """mov $0xd0, %eax ; out %eax, $0xe9 ; mov 8(%rsp), %rax ; out %eax, $0xe9
+                           mov $0x2000, %ax ; out %ax, $0xea
+                        1: jmp 1b""")
+    bm.set_gate(13, GP_HANDLER)
     before(mem)
     bm.run(KERNEL, slices=200)
     n = len(calls) + 1
@@ -161,3 +165,16 @@ def test_bad_shared_ranges_are_refused(monitor_image, key, start: int, end: int)
     out, setup, mon = run(monitor_image, key, after_init=((0x101, SHARED_RANGE, 0),),
                           before=lambda mem: mem.write(SHARED_RANGE, struct.pack("<QQQ", SECS_EPC, start, end)))
     assert setup[-1] in ((-14) & 0xFFFF_FFFF, (-22) & 0xFFFF_FFFF), mon.log_lines
+
+
+def test_eresume_with_cssa_0_is_gp_in_the_app(monitor_image, key) -> None:  # noqa: F811
+    out, _, mon = run(monitor_image, key, enter="mov $3, %eax ; enclu")
+    assert out[0] == 0xD0 and USER <= out[1] < USER + 0x100, "#GP at the app's ENCLU"
+    assert not mon.runner.inside
+    assert any("CSSA 0" in line for line in mon.log_lines)
+
+
+def test_eenter_from_inside_an_enclave_is_an_aex_with_gp(monitor_image, key) -> None:  # noqa: F811
+    out, _, mon = run(monitor_image, key, middle="mov $2, %eax ; enclu")
+    assert mon.runner.aex_count == 1
+    assert out[0] == 0xD0, "the host gets #GP at the AEP"
