@@ -23,8 +23,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from hyperenclave.platform.cpu import (CR4_VMXE, GP, UD, EventKind, GuestEvent, IdentityStage,
-                                       MachineCheck, VCpu, _native_cpuid)
+from hyperenclave.platform.cpu import (CR4_VMXE, GP, PF, UD, EventKind, GuestEvent,
+                                       IdentityStage, MachineCheck, VCpu, _native_cpuid)
 from hyperenclave.platform.devices.power import PM1A_CNT, RESET_CONTROL
 from hyperenclave.platform.interrupts import deliver
 from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
@@ -435,7 +435,6 @@ class Monitor:
             self.log(f"host asked for {cpu.io.stop_requested} (port {port:#x}); scrubbing "
                      "monitor memory and EPC first")
             self.scrub()
-            cpu.uc.emu_stop()
         return 0
 
     def on_triple_fault(self, cpu: VCpu, check: MachineCheck) -> None:
@@ -499,7 +498,7 @@ class Monitor:
         elif kind in (EventKind.SYSCALL, EventKind.VMCALL, EventKind.VMXON):
             vector, error_code = UD, None        # no SYSCALL (EFER.SCE clear)
         elif kind is EventKind.SECOND_STAGE_FAULT:
-            vector, error_code = 14, 0           # outside the enclave's EPT: a #PF for the host
+            vector, error_code = PF, 0           # outside the enclave's EPT: a #PF for the host
         elif kind is EventKind.HLT:
             vector, error_code = GP, 0
         reason = ExitReason.EXTERNAL_INTERRUPT if external else ExitReason.EXCEPTION_NMI
@@ -517,10 +516,14 @@ class Monitor:
         try:
             body()
         except SgxFault as fault:
-            self.log(f"ENCLU at {rip:#x}: {fault}")
-            if fault.vector == 14:
-                cpu.set_reg("cr2", fault.address or 0)
-            self._inject(cpu, fault.vector, rip, fault.error_code)
+            self._inject_sgx_fault(cpu, rip, f"ENCLU at {rip:#x}", fault)
+
+    def _inject_sgx_fault(self, cpu: VCpu, rip: int, what: str, fault: SgxFault) -> None:
+        """The #GP/#PF an SGX leaf raises, delivered to the caller at `rip`."""
+        self.log(f"{what}: {fault}")
+        if fault.vector == PF:
+            cpu.set_reg("cr2", fault.address or 0)
+        self._inject(cpu, fault.vector, rip, fault.error_code)
 
     def _hc_shared_memory_add(self, args: HypercallArgs) -> int:
         assert self.runner is not None
@@ -558,10 +561,8 @@ class Monitor:
                      f"(-{errno.errorcode.get(err.errno, err.errno)})")
             result = -err.errno
         except SgxFault as fault:
-            self.log(f"hypercall {code_name(args.code)} at {event.rip:#x}: {fault}")
-            if fault.vector == 14:
-                cpu.set_reg("cr2", fault.address or 0)
-            self._inject(cpu, fault.vector, event.rip, fault.error_code)
+            self._inject_sgx_fault(cpu, event.rip,
+                                   f"hypercall {code_name(args.code)} at {event.rip:#x}", fault)
             return
         if result is not None:
             cpu.complete_hypercall(result, event.rip + 3)

@@ -23,17 +23,22 @@ KCS, KDS, UDS, UCS, TSS_SEL = 0x10, 0x18, 0x2B, 0x33, 0x40
 
 
 class Recorder:
-    """Port 0xE9 (Bochs debug port) collects what the guest reports."""
+    """Port 0xE9 (Bochs debug port) collects what the guest reports; a write to 0xEA powers
+    the machine off (the snippet is done)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bus: IoBus) -> None:
         self.ports = range(0xE9, 0xEB)
         self.values: list[int] = []
+        self.bus = bus
 
     def port_read(self, port: int, size: int) -> int:
         return 0
 
     def port_write(self, port: int, size: int, value: int) -> None:
-        self.values.append(value)
+        if port == 0xEA:
+            self.bus.request_stop("poweroff")
+        else:
+            self.values.append(value)
 
 
 def gate(offset: int, selector: int = KCS, ist: int = 0, typ: int = 0xE, dpl: int = 0) -> bytes:
@@ -46,7 +51,7 @@ class BareMetal:
     def __init__(self) -> None:
         self.memory = PhysicalMemory(64 * MiB)
         self.bus = IoBus()
-        self.recorder = Recorder()
+        self.recorder = Recorder(self.bus)
         self.bus.add_port_device(self.recorder)
         self.cpu = VCpu(self.memory, self.bus, time.perf_counter_ns)
         m = self.memory

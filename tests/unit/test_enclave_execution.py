@@ -8,13 +8,12 @@ import struct
 
 import pytest
 
-from hyperenclave.vmm.measure import EnclaveMeasurement
-from hyperenclave.vmm.sgx import PageFlags, PageType, SecInfo, Tcs
+from hyperenclave.vmm.sgx import PageFlags, PageType, Tcs
 from tests.support.asm import assemble
 from tests.support.baremetal import KERNEL, PML4, UCS, UDS, USER, USTACK
 from tests.unit.test_enclave_lifecycle import (BASE, HC_ADD, HC_CREATE, HC_INIT, PAGEINFOS,
-                                               SECS_EPC, SECS_SRC, SECINFOS, SIGSTRUCT, SIZE,
-                                               SOURCES, monitor_image, secs, signed)
+                                               SECS_EPC, SIGSTRUCT, hypercalls, monitor_image,
+                                               mrenclave, place, secs, signed)
 from tests.unit.test_monitor_launch import EPC, machine
 from tests.unit.test_enclave_lifecycle import key  # noqa: F401  (fixture)
 
@@ -65,29 +64,17 @@ def app(enter: str) -> str:
 def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax ; enclu",
         after_init: tuple[tuple[int, int, int], ...] = (), before=lambda mem: None):
     pages = enclave_pages(middle)
-    m = EnclaveMeasurement()
-    m.ecreate(1, SIZE)
-    for offset, ptype, flags, data in pages:
-        m.add_pages(offset, data, SecInfo.of(ptype, flags))
     calls = [(HC_CREATE, PAGEINFOS, SECS_EPC)] + [
         (HC_ADD, PAGEINFOS + 32 * i, (EPC + offset) | 1) for i, (offset, *_) in enumerate(pages, 1)]
     calls.append((HC_INIT, SECS_EPC, SIGSTRUCT))
     calls += after_init
-    body = "".join(f"mov ${c:#x}, %eax ; movabs ${a:#x}, %rdi ; movabs ${b:#x}, %rsi ; vmcall ; "
-                   f"out %eax, $0xe9\n" for c, a, b in calls)
+    body = hypercalls(calls)
     # then drop to the app at CPL 3 with IOPL 3
     body += f"pushq ${UDS} ; pushq ${USTACK - 0x80} ; pushq $0x3202 ; pushq ${UCS} ; pushq ${USER} ; iretq"
     bm, mon = machine(monitor_image, body)
     mem = bm.memory
-    mem.write(SECS_SRC, secs().pack())
-    mem.write(SECINFOS, SecInfo.of(PageType.PT_SECS, 0).pack())
-    mem.write(PAGEINFOS, struct.pack("<QQQQ", 0, SECS_SRC, SECINFOS, 0))
-    for i, (offset, ptype, flags, data) in enumerate(pages, start=1):
-        mem.write(SECINFOS + 64 * i, SecInfo.of(ptype, flags).pack())
-        mem.write(SOURCES + 0x1000 * i, data)
-        mem.write(PAGEINFOS + 32 * i, struct.pack("<QQQQ", BASE + offset, SOURCES + 0x1000 * i,
-                                                  SECINFOS + 64 * i, SECS_EPC))
-    mem.write(SIGSTRUCT, signed(key, m.finalize()))
+    place(mem, secs(), pages)
+    mem.write(SIGSTRUCT, signed(key, mrenclave(pages)))
     # the app's own mapping of ELRANGE, as the driver makes it: 2 MiB at BASE -> the EPC
     mem.write_u64(PML4 + 0x2000 + 8 * (BASE >> 21), EPC | 0x87)
     bm.load(USER, app(enter))

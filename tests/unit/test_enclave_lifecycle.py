@@ -66,23 +66,32 @@ def signed(key, enclave_hash: bytes, **kw) -> bytes:
     return sign_sigstruct(template, key).pack()
 
 
-def run(monitor_image: bytes, calls: list[tuple[int, int, int]], *, the_secs: Secs | None = None,
-        pages=PAGES, sigstruct: bytes = b"", epc_for=lambda i: EPC + i * 0x1000):
-    """Place the structures, issue `calls` (code, arg0, arg1) from CPL 0; the RAX of each."""
-    body = "".join(f"mov ${code:#x}, %eax ; movabs ${a0:#x}, %rdi ; movabs ${a1:#x}, %rsi ; "
+def hypercalls(calls) -> str:
+    """x86 that issues each (code, arg0, arg1) as a VMCALL and reports RAX on the debug port."""
+    return "".join(f"mov ${code:#x}, %eax ; movabs ${a0:#x}, %rdi ; movabs ${a1:#x}, %rsi ; "
                    f"vmcall ; out %eax, $0xe9\n" for code, a0, a1 in calls)
-    bm, mon = machine(monitor_image, body)
-    m = bm.memory
-    m.write(SECS_SRC, (the_secs or secs()).pack())
-    m.write(SECINFOS, SecInfo.of(PageType.PT_SECS, 0).pack())
-    m.write(PAGEINFOS, struct.pack("<QQQQ", 0, SECS_SRC, SECINFOS, 0))
+
+
+def place(mem, the_secs: Secs, pages) -> None:
+    """The driver's inputs in memory: the SECS and its PAGEINFO at PAGEINFOS, then per page i
+    (from 1) its SECINFO, source page and PAGEINFO."""
+    mem.write(SECS_SRC, the_secs.pack())
+    mem.write(SECINFOS, SecInfo.of(PageType.PT_SECS, 0).pack())
+    mem.write(PAGEINFOS, struct.pack("<QQQQ", 0, SECS_SRC, SECINFOS, 0))
     for i, (offset, ptype, flags, data) in enumerate(pages, start=1):
-        m.write(SECINFOS + 64 * i, SecInfo.of(ptype, flags).pack())
-        m.write(SOURCES + 0x1000 * i, data)
-        m.write(PAGEINFOS + 32 * i, struct.pack("<QQQQ", BASE + offset, SOURCES + 0x1000 * i,
-                                                SECINFOS + 64 * i, SECS_EPC))
+        mem.write(SECINFOS + 64 * i, SecInfo.of(ptype, flags).pack())
+        mem.write(SOURCES + 0x1000 * i, data)
+        mem.write(PAGEINFOS + 32 * i, struct.pack("<QQQQ", BASE + offset, SOURCES + 0x1000 * i,
+                                                  SECINFOS + 64 * i, SECS_EPC))
+
+
+def run(monitor_image: bytes, calls: list[tuple[int, int, int]], *, the_secs: Secs | None = None,
+        pages=PAGES, sigstruct: bytes = b""):
+    """Place the structures, issue `calls` (code, arg0, arg1) from CPL 0; the RAX of each."""
+    bm, mon = machine(monitor_image, hypercalls(calls))
+    place(bm.memory, the_secs or secs(), pages)
     if sigstruct:
-        m.write(SIGSTRUCT, sigstruct)
+        bm.memory.write(SIGSTRUCT, sigstruct)
     bm.run(KERNEL)
     return [v & 0xFFFF_FFFF for v in bm.recorder.values[1:]], mon, bm
 

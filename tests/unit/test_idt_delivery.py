@@ -19,19 +19,6 @@ REPORT_FRAME = """
 """
 
 
-def machine() -> BareMetal:
-    bm = BareMetal()
-    write = bm.recorder.port_write
-
-    def port_write(port: int, size: int, value: int) -> None:
-        if port == 0xEA:
-            bm.bus.request_stop("poweroff")
-        else:
-            write(port, size, value)
-    bm.recorder.port_write = port_write  # type: ignore[method-assign]
-    return bm
-
-
 def enter_user(bm: BareMetal, user_source: str) -> None:
     """Kernel code that drops to ring 3 with iretq at USER."""
     bm.load(USER, user_source)
@@ -42,7 +29,7 @@ def enter_user(bm: BareMetal, user_source: str) -> None:
 
 
 def test_user_page_fault_switches_to_rsp0_and_pushes_error_code() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.load(0x110000, REPORT_FRAME)
     bm.set_gate(14, 0x110000)
     enter_user(bm, "movabs $0x7000008, %rbx ; movq $1, (%rbx)")
@@ -58,7 +45,7 @@ def test_user_page_fault_switches_to_rsp0_and_pushes_error_code() -> None:
 
 
 def test_interrupt_gate_clears_if_and_ist_selects_stack() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.load(0x110000, REPORT_FRAME.replace("mov %cr2, %rax ; out %eax, $0xe9", "pushfq ; popq %rax ; out %eax, $0xe9"))
     bm.set_gate(3, 0x110000, ist=1, dpl=3)
     enter_user(bm, "int3")
@@ -70,7 +57,7 @@ def test_interrupt_gate_clears_if_and_ist_selects_stack() -> None:
 
 
 def test_software_int_to_kernel_only_gate_is_gp_with_idt_error_code() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.load(0x110000, REPORT_FRAME)
     bm.set_gate(13, 0x110000)
     bm.set_gate(0x80, 0x120000, dpl=0)
@@ -81,7 +68,7 @@ def test_software_int_to_kernel_only_gate_is_gp_with_idt_error_code() -> None:
 
 
 def test_general_protection_fault_from_privileged_instruction() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.load(0x110000, REPORT_FRAME)
     bm.set_gate(13, 0x110000)
     enter_user(bm, "mov %rax, %cr3")
@@ -91,7 +78,7 @@ def test_general_protection_fault_from_privileged_instruction() -> None:
 
 
 def test_invalid_opcode_is_delivered_as_ud() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.load(0x110000, REPORT_FRAME)
     bm.set_gate(6, 0x110000)
     enter_user(bm, "ud2")
@@ -101,7 +88,7 @@ def test_invalid_opcode_is_delivered_as_ud() -> None:
 
 
 def test_vmcall_without_a_hypervisor_is_ud() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.load(0x110000, REPORT_FRAME)
     bm.set_gate(6, 0x110000)
     enter_user(bm, "nop ; vmcall")
@@ -110,7 +97,7 @@ def test_vmcall_without_a_hypervisor_is_ud() -> None:
 
 
 def test_syscall_follows_star_lstar_fmask() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.cpu.set_msr(0xC0000081, (0x23 << 48) | (KCS << 32))
     bm.cpu.set_msr(0xC0000082, 0x130000)
     bm.cpu.set_msr(0xC0000084, 0x200)  # clear IF on entry
@@ -132,7 +119,7 @@ def test_syscall_follows_star_lstar_fmask() -> None:
 
 
 def test_syscall_with_efer_sce_clear_is_ud() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.cpu.set_msr(0xC0000080, 0xD00)
     bm.load(0x110000, REPORT_FRAME)
     bm.set_gate(6, 0x110000)
@@ -142,7 +129,7 @@ def test_syscall_with_efer_sce_clear_is_ud() -> None:
 
 
 def test_fault_while_pushing_the_frame_is_double_fault() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.load(0x110000, REPORT_FRAME)
     bm.set_gate(8, 0x110000, ist=1)
     bm.set_gate(14, 0x120000)
@@ -154,7 +141,7 @@ def test_fault_while_pushing_the_frame_is_double_fault() -> None:
 
 
 def test_triple_fault_is_a_machine_reset_with_reason() -> None:
-    bm = machine()
+    bm = BareMetal()
     bm.cpu.set_descriptor_table("idtr", IDT, 0)  # empty IDT: every delivery fails
     bm.load(KERNEL, "ud2")
     with pytest.raises(MachineCheck) as info:

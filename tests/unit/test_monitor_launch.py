@@ -59,14 +59,6 @@ def place(bm: BareMetal, image: bytes, **override: int) -> None:
 
 def machine(image: bytes, after_entry: str, **override: int) -> tuple[BareMetal, Monitor]:
     bm = BareMetal()
-    write = bm.recorder.port_write
-
-    def port_write(port: int, size: int, value: int) -> None:
-        if port == 0xEA:
-            bm.bus.request_stop("poweroff")
-        else:
-            write(port, size, value)
-    bm.recorder.port_write = port_write  # type: ignore[method-assign]
     monitor = Monitor(bm.memory)
     bm.cpu.vmx_root = monitor
     place(bm, image, **override)
