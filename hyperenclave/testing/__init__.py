@@ -1,0 +1,1 @@
+"""Test support shipped to users: the pytest plugin (hyperenclave.testing.pytest_plugin)."""
