@@ -5,7 +5,7 @@
         m.boot()                      # build guest images (cached), start swtpm, measured boot
         m.run(timeout=60)             # until the guest powers off
         print(m.serial_text())
-        m.export_evidence("out")      # serial.log, eventlog.bin, pcrs.json
+        m.export_evidence("out")      # serial.log, eventlog.bin, pcrs.json (+ the AK quote)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .platform.cpu import MachineCheck, VCpu
 from .platform.devices.bus import IoBus
@@ -33,12 +33,20 @@ from .platform.iommu import Iommu
 from .platform.memory import GiB, PhysicalMemory, ReservedRange, format_size
 from .tpm.client import TpmClient
 from .tpm.eventlog import parse_eventlog
+from .tpm.quote import QUOTE_PCRS, Quote
 from .tpm.swtpm import Swtpm
 from .vmm.monitor import Monitor
+from .vmm.tpm_anchor import MonitorTpm
+
+if TYPE_CHECKING:
+    from .runcontrol import RunControl
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CMDLINE = "console=ttyS0 memmap=256M$0x30000000"
+MANUFACTURER_CA_DIR = "swtpm-localca"      # the TPM vendor's CA that signs the EK certificate
+QUOTE_FILES = ("quote.msg", "quote.sig", "pcrs.ser", "nonce.bin", "ak.pub.pem", "ak.crt.pem",
+               "ca.crt.pem")
 
 
 class MachineError(RuntimeError):
@@ -86,12 +94,16 @@ class RunResult:
 def default_boot_images(rebuild: bool = False, extra_files: dict[str, bytes] | None = None,
                         extra_programs: dict[str, object] | None = None) -> BootImages:
     """The guest (built or cached) with this monitor's image in its initramfs at
-    /lib/firmware/hyperenclave-monitor.bin, plus `extra_files` (e.g. a custom /etc/rc) and
-    `extra_programs` ({name: C/asm sources}, built into /bin/<name>)."""
+    /lib/firmware/hyperenclave-monitor.bin, the SDK's sample enclaves (/enclaves/<name>.bin,
+    signed with the SDK's sample key) and their apps (/bin/hello_app, ...), plus `extra_files`
+    (e.g. a custom /etc/rc) and `extra_programs` ({name: C/asm sources}, built into
+    /bin/<name>)."""
     from .guest.build import MONITOR_PATH, build_guest, build_initramfs
+    from .sdk.samples import sample_bundles, sample_programs
     from .vmm.image import build_monitor_image
-    built = build_guest(rebuild=rebuild, extra_programs=extra_programs)
-    files = {MONITOR_PATH: build_monitor_image(), **(extra_files or {})}
+    built = build_guest(rebuild=rebuild, extra_programs={**sample_programs(),
+                                                         **(extra_programs or {})})
+    files = {MONITOR_PATH: build_monitor_image(), **sample_bundles(), **(extra_files or {})}
     return BootImages(built.loader.read_bytes(), built.kernel.read_bytes(),
                       build_initramfs(built, files))
 
@@ -113,6 +125,7 @@ class Machine:
         self._line_buffer = bytearray()
         self.serial_lines: list[str] = []
         self.line_listeners: list[Callable[[str], None]] = []  # each completed console line
+        self.run_control: RunControl | None = None   # a debugger holding the run (runcontrol.py)
         self._line_cond = threading.Condition()
 
     # ------------------------------------------------------------------ life cycle
@@ -125,6 +138,11 @@ class Machine:
     def clock(self) -> int:
         """The virtual TSC: nanoseconds since power-on at 1 GHz."""
         return time.perf_counter_ns() - self._t0
+
+    def skip_clock(self, ns: int) -> None:
+        """Time the machine spent stopped by a debugger does not pass for the guest (QEMU's
+        `stop` freezes the virtual clock the same way)."""
+        self._t0 += ns
 
     def _build(self) -> None:
         cfg = self.config
@@ -145,6 +163,7 @@ class Machine:
         bus.add_port_device(self.dma)
         self.cpu = VCpu(memory, bus, self.clock)
         self.monitor = Monitor(memory, self.iommu)
+        self.crb.filter = self.monitor.mediate_tpm_command
         self.cpu.vmx_root = self.monitor
 
     def _tpm_transmit(self, command: bytes) -> bytes:
@@ -157,8 +176,12 @@ class Machine:
         self._build()
         state = self.config.resolved_state_dir()
         (state / "tpm").mkdir(parents=True, exist_ok=True)
-        self.swtpm = Swtpm(state / "tpm").start()
+        self.swtpm = Swtpm(state / "tpm")
+        self.swtpm.manufacture(state / MANUFACTURER_CA_DIR)     # EK + EK certificate, once
+        self.swtpm.start()
         self.tpm = TpmClient.connect(self.swtpm)
+        self.monitor.tpm = MonitorTpm(self.tpm, state, state / MANUFACTURER_CA_DIR / "issuercert.pem",
+                                      self.config.name)
         config = {"memory": self.config.memory, "cpus": 1, "firmware": "hyperenclave-emu"}
         fw = MeasuredBoot(self.memory, self.tpm, config)
         self._t0 = time.perf_counter_ns()      # power-on: the TSC starts here
@@ -193,6 +216,8 @@ class Machine:
         state, reason = "stopped", ""
         try:
             while not self._stop.is_set():
+                if self.run_control is not None and not self.run_control.wait_until_running():
+                    break                       # the debugger ended the run (quit, reset)
                 if bus.stop_requested:
                     state, reason = bus.stop_requested, "requested by the guest"
                     break
@@ -214,7 +239,10 @@ class Machine:
                 slice_us = self.config.timeslice_us
                 if next_tick is not None:
                     slice_us = max(200, min(slice_us, (next_tick - now) // 1000))
-                cpu.run_slice(slice_us)
+                if self.run_control is not None:
+                    self.run_control.run_slice(slice_us)
+                else:
+                    cpu.run_slice(slice_us)
         except MachineCheck as mc:
             state, reason = ("reset" if mc.reset else "crashed"), mc.reason
             log.error("machine %s: %s", self.config.name, mc.reason)
@@ -269,10 +297,27 @@ class Machine:
         assert self.tpm is not None
         return self.tpm.read_pcrs(range(24))
 
-    def export_evidence(self, out: str | os.PathLike[str]) -> Path:
-        """serial.log, eventlog.bin, pcrs.json and monitor.log, as boot.py promises."""
+    def quote(self, nonce: bytes, pcrs: Iterable[int] = QUOTE_PCRS) -> Quote:
+        """A TPM2_Quote by the monitor's AK (what the quote hypercall asks the monitor for)."""
+        tpm = self.monitor.tpm
+        if tpm is None or tpm.ak_cert is None:
+            raise MachineError("no TPM quote: the monitor has not launched on this boot")
+        return tpm.quote(nonce, pcrs)
+
+    def export_evidence(self, out: str | os.PathLike[str], nonce: bytes | None = None) -> Path:
+        """serial.log, eventlog.bin, pcrs.json and monitor.log, as boot.py promises; once the
+        monitor has launched also the TPM quote (with `nonce`, default 32 random bytes) and
+        what verifies it: quote.msg, quote.sig, pcrs.ser, nonce.bin, ak.pub.pem, ak.crt.pem,
+        ca.crt.pem."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        for name in QUOTE_FILES:
+            (out / name).unlink(missing_ok=True)       # never leave an older boot's quote
+        tpm = self.monitor.tpm
+        if nonce is not None or (tpm is not None and tpm.ak_cert is not None):
+            self.quote(nonce if nonce is not None else os.urandom(32)).write(out)
+            assert tpm is not None                     # quote() raised otherwise
+            tpm.write_credentials(out)
         (out / "serial.log").write_bytes(bytes(self.uart.output))
         log_bytes = self.eventlog_bytes()
         parse_eventlog(log_bytes)  # refuse to export a log we cannot read back

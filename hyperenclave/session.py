@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .machine import (DEFAULT_CMDLINE, Machine, MachineConfig, MachineError, MachineTimeout,
                       RunResult, default_boot_images)
@@ -69,6 +69,8 @@ class Session:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.result: RunResult | None = None
+        #: called with this session after the guest stopped, before swtpm and memory go
+        self.before_shutdown: list[Callable[[Session], None]] = []
         machine.uart.listeners.append(self._on_byte)
 
     # ------------------------------------------------------------------ building
@@ -251,16 +253,24 @@ class Session:
                     if self._thread is not None:
                         self._thread.join(5.0)
         finally:
-            self.machine.shutdown()
+            try:
+                for hook in self.before_shutdown:
+                    hook(self)
+            finally:
+                self.before_shutdown.clear()
+                self.machine.shutdown()
 
     def reboot(self, timeout: float = 60.0) -> Session:
-        """Power off and boot the same machine (same name and state dir: same TPM state) again."""
+        """Power off and boot the same machine again (same name and state dir: same TPM
+        state); this session then drives the new boot."""
         self.poweroff()
         self.machine.shutdown()
-        images = self.machine.images
-        machine = Machine(self.machine.config, images)
-        machine.boot()
-        session = Session(machine)
-        session._run_in_background()
-        session._wait_for_prompt(0, timeout, "the shell prompt after /etc/rc")
-        return session
+        self.machine = Machine(self.machine.config, self.machine.images)
+        with self._cond:
+            self._output.clear()
+        self._error, self.result = None, None
+        self.machine.boot()
+        self.machine.uart.listeners.append(self._on_byte)
+        self._run_in_background()
+        self._wait_for_prompt(0, timeout, "the shell prompt after /etc/rc")
+        return self

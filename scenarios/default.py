@@ -1,28 +1,20 @@
-"""Measured boot of the mock Linux host, which demotes itself under the monitor (the
-hyper_enclave driver, `sysctl -w dev.hyper_enclave.enabled=1`) and keeps running its programs
-as a guest; power off, export evidence."""
+"""Measured boot of the mock Linux host, which demotes itself under the monitor and runs the SDK's
+hello enclave (create, ECALL add(2, 40) with an OCALL print, destroy); evidence to --out."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from hyperenclave.machine import Machine, MachineConfig
+from hyperenclave.scenario import ScenarioContext
 
 
-def run(config: MachineConfig, out: Path, timeout: float) -> bool:
-    with Machine(config) as machine:
-        machine.boot()
-        result = machine.run(timeout=timeout)
-        machine.export_evidence(out)
-        pcrs = machine.pcrs()
-        monitor = machine.monitor
-    print()
-    print(f"== guest {result.state} after {result.seconds:.2f} s"
-          + (f": {result.reason}" if result.state != "poweroff" else ""))
-    state = f"launched {monitor.launches}x, " + ("running" if monitor.enabled else "not running")
-    exits = ", ".join(f"{r.name} {n}" for r, n in sorted(monitor.exit_counts.items()))
-    print(f"   monitor: {state}; VM exits: {exits or 'none'}")
+def run(ctx: ScenarioContext) -> None:
+    s = ctx.start()          # the image's /etc/rc: sysctl enable, hello_app 2 40, ... then a shell
+    monitor = s.monitor
+    ctx.check("the host was demoted under the monitor", monitor.enabled and monitor.launches == 1)
+    hello = [line.split("hello_app: ", 1)[1] for line in s.serial().splitlines()
+             if "hello_app: " in line]
+    ctx.check("the hello enclave ran (ECALL add, OCALL print)", bool(hello), "no hello_app output")
+    ctx.note("hello enclave: " + "; ".join(hello))
+    ctx.note("VM exits: " + ", ".join(f"{r} {n}" for r, n in s.exits().items()))
+    pcrs = s.pcrs()
     for i in (0, 4, 8, 9, 12):
-        print(f"   PCR{i:<2} {pcrs[i].hex()}")
-    print(f"   evidence: {out}/serial.log eventlog.bin pcrs.json monitor.log")
-    return result.state == "poweroff" and monitor.launches > 0
+        ctx.note(f"PCR{i:<2} {pcrs[i].hex()}")

@@ -44,7 +44,8 @@ MONITOR_PATH = "/lib/firmware/hyperenclave-monitor.bin"
 
 #: The user programs built from user/<name>.c and placed at /bin/<name>.
 USER_PROGRAMS = ("hello", "segv", "cpuid", "compute", "fault", "echo", "sleep", "systest", "sysctl",
-                 "memattack", "hcall", "cpuidloop", "attack", "enclave_load")
+                 "memattack", "hcall", "cpuidloop", "attack", "enclave_load", "enclave_errors",
+                 "enclave_threads", "enclave_shmem")
 
 COMMON_CFLAGS = (
     "-std=gnu11", "-O2", "-Wall", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-pie",
@@ -53,7 +54,7 @@ COMMON_CFLAGS = (
     "-fno-common", "-fno-strict-aliasing", "-fno-ident", "-Wa,--noexecstack",
 )
 KERNEL_CFLAGS = COMMON_CFLAGS + ("-mcmodel=kernel", "-Iinclude", "-Ikernel/include")
-USER_CFLAGS = COMMON_CFLAGS + ("-Iinclude", "-Iuser/libc")
+USER_CFLAGS = COMMON_CFLAGS + ("-Iinclude", "-Iuser/libc", "-Iuser/urts")
 LOADER_CFLAGS = ("-ffreestanding", "-nostdlib", "-fno-pic", "-Iinclude", "-Wa,--noexecstack")
 LDFLAGS = ("-nostdlib", "-static", "--build-id=none", "-z", "max-page-size=4096",
            "-z", "noexecstack")
@@ -168,8 +169,8 @@ def _cache_key(tc: _Toolchain, extra_programs: Mapping[str, list[Path]],
     for name in sorted(extra_programs):
         for p in extra_programs[name]:
             add(f"prog:{name}:{p.name}", p.read_bytes())
-            for h in sorted(p.parent.glob("*.h")):      # headers next to the source
-                add(f"prog:{name}:{h.name}", h.read_bytes())
+            for header in sorted(p.parent.glob("*.h")):     # headers next to the source
+                add(f"prog:{name}:{header.name}", header.read_bytes())
     for path in sorted(extra_files):
         add("file:" + path, extra_files[path])
     return h.hexdigest()[:32]
@@ -238,7 +239,9 @@ class _Builder:
 
     def libc(self) -> tuple[Path, Path]:
         crt0, = self.compile([GUEST_DIR / "user" / "libc" / "crt0.S"], USER_CFLAGS, "user")
-        srcs = [GUEST_DIR / "user" / "libc" / "libc.c", *sorted((GUEST_DIR / "lib").glob("*.c"))]
+        # the user library: libc and the enclave SDK's untrusted runtime (user/urts/)
+        srcs = [GUEST_DIR / "user" / "libc" / "libc.c", GUEST_DIR / "user" / "urts" / "urts.c",
+                *sorted((GUEST_DIR / "lib").glob("*.c"))]
         objs = self.compile(srcs, USER_CFLAGS, "user")
         lib = self.obj / "libc.a"
         _run([self.tc.ar, "rcsD", str(lib), *map(str, objs)])

@@ -235,6 +235,18 @@ class SliceTimer:
             self._deadline = None
             return self._issued
 
+    def cut(self) -> None:
+        """End the running slice now, from a hook or another thread (a debugger's stop). It
+        counts as the deadline passing, so the vCPU does not mistake it for HLT; nothing
+        happens between slices."""
+        with self._cond:
+            if self._deadline is None or self._uc is None:
+                return
+            self._issued = True
+            self._uc.emu_stop()
+            self._deadline = time.monotonic() + self.RETRY_S
+            self._cond.notify()
+
     def close(self) -> None:
         with self._cond:
             self._uc = None
@@ -294,8 +306,10 @@ class VCpu:
         self.efer = 0
         self.pending_irqs: set[int] = set()
         self.halted = False
+        self.in_hlt = False                     # since HLT, until an interrupt is delivered
         self._event: GuestEvent | None = None
         self._code_pages: dict[int, int] = {}     # code page -> host page, this slice only
+        self._counted = False                     # translated blocks carry Unicorn's count hook
         self._fill_fault: Exception | None = None
         self._phys = _SecondStagePhysical(self)
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
@@ -544,10 +558,14 @@ class VCpu:
         uc.emu_stop()
 
     # ----------------------------------------------------------------- running
-    def run_slice(self, timeout_us: int) -> None:
-        """Run guest code for up to `timeout_us`, then finish whatever stopped it."""
+    def run_slice(self, timeout_us: int, step: bool = False) -> None:
+        """Run guest code for up to `timeout_us` (one instruction with `step`, as with
+        RFLAGS.TF), then finish whatever stopped it."""
         self.stats.slices += 1
-        self._deliver_pending_irq()
+        if not step or self.in_hlt:
+            # A debugger's single step leaves interrupts pending (QEMU's SSTEP_NOIRQ), except
+            # the one that ends a HLT: nothing else can.
+            self._deliver_pending_irq()
         if self.halted:
             return
         self._event = None
@@ -557,16 +575,21 @@ class VCpu:
         # wrmsr since the last slice, so read it once here rather than once per fill.
         self.efer = self.msr(MSR_EFER)
         start_rip = self.rip
+        if step != self._counted:
+            # Unicorn counts instructions with a code hook compiled into each block: blocks
+            # translated without it never stop a counted run, so switching drops them.
+            self._counted = step
+            self.uc.ctl_flush_tb()
         self.timer.arm(timeout_us / 1e6)
         try:
-            self.uc.emu_start(start_rip, 0)
+            self.uc.emu_start(start_rip, 0, count=1 if step else 0)
         except UcError as err:
             self.timer.disarm()
             self._on_uc_error(err)
         else:
             timed_out = self.timer.disarm()
             if self._event is None and not self.io.stop_requested and not timed_out:
-                self._check_hlt()
+                self._check_hlt(start_rip if step else None)
         event, self._event = self._event, None
         if event is not None:
             try:
@@ -611,9 +634,12 @@ class VCpu:
     def _reg_by_name(self, name: str) -> int:
         return self.reg(name) if name in REG_IDS else 0
 
-    def _check_hlt(self) -> None:
-        """`hlt` ends emu_start quietly (no hook): was the last instruction one?"""
+    def _check_hlt(self, stepped_from: int | None = None) -> None:
+        """`hlt` ends emu_start quietly (no hook): was the last instruction one? A single step
+        also ends quietly, so there only a one-byte step from `stepped_from` can be HLT."""
         rip = self.rip
+        if stepped_from is not None and rip != stepped_from + 1:
+            return
         try:
             if self.read_virtual(rip - 1, 1) != b"\xf4":
                 return
@@ -640,7 +666,7 @@ class VCpu:
         elif event.kind is EventKind.HLT:
             if not self.reg("rflags") & RFLAGS_IF:
                 raise MachineCheck(f"hlt with interrupts disabled at rip {event.rip:#x}")
-            self.halted = True
+            self.halted = self.in_hlt = True
         elif event.kind in (EventKind.VMCALL, EventKind.ENCLU):
             self.stats.exceptions += 1
             deliver(self, UD, rip=event.rip)
@@ -720,7 +746,7 @@ class VCpu:
             return
         vector = min(self.pending_irqs)
         self.pending_irqs.discard(vector)
-        self.halted = False
+        self.halted = self.in_hlt = False
         self.stats.interrupts += 1
         from .interrupts import deliver
         event = GuestEvent(EventKind.INTERRUPT, self.rip, vector=vector)

@@ -17,15 +17,23 @@ is little-endian and packed:
 The base address is not in the bundle: MRENCLAVE does not depend on it and the loader picks it.
 ISVPRODID and ISVSVN travel in the SIGSTRUCT only (EINIT copies them into the SECS).
 
-    python -m hyperenclave.sdk.signer keygen KEY.pem
-    python -m hyperenclave.sdk.signer sign --key KEY.pem --code CODE.bin [--data DATA.bin] OUT
-    python -m hyperenclave.sdk.signer show BUNDLE
+The command line is `hyperenclave-sign` (also `python -m hyperenclave.sdk`):
+
+    hyperenclave-sign gen-key KEY.pem                       RSA-3072, e = 3 (alias: keygen)
+    hyperenclave-sign sign --key KEY.pem --config CFG.json ENCLAVE.elf OUT
+                           (an ELF built with the trusted runtime; CFG: sdk/image.py);
+                           prints MRENCLAVE and MRSIGNER
+    hyperenclave-sign sign --key KEY.pem --code CODE.bin [--data DATA.bin] OUT
+                           (EnclaveLayout.simple: hand-written code, no runtime)
+    hyperenclave-sign measure --layout LAYOUT.json          MRENCLAVE of a JSON layout
+    hyperenclave-sign show BUNDLE
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import struct
 import sys
 from dataclasses import dataclass, field, replace
@@ -224,39 +232,78 @@ def sign(layout: EnclaveLayout, key: rsa.RSAPrivateKey, *, date: datetime.date |
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hyperenclave.sdk.signer",
+    """`hyperenclave-sign` (also `python -m hyperenclave.sdk`); see the module docstring."""
+    from .image import EnclaveImageError, layout_from_json
+
+    p = argparse.ArgumentParser(prog="hyperenclave-sign",
                                 description="Sign HyperEnclave enclaves into HEENCL01 bundles.")
     sub = p.add_subparsers(dest="command", required=True)
-    k = sub.add_parser("keygen", help="write a new RSA-3072 e=3 signing key (PEM)")
+    k = sub.add_parser("gen-key", aliases=["keygen"],
+                       help="write a new RSA-3072 e=3 signing key (PEM)")
     k.add_argument("key", type=Path)
-    s = sub.add_parser("sign", help="sign EnclaveLayout.simple(code, data, threads)")
+    s = sub.add_parser("sign", help="sign an enclave ELF with --config (or, with --code, "
+                       "EnclaveLayout.simple(code, data, threads))")
     s.add_argument("--key", type=Path, required=True)
-    s.add_argument("--code", type=Path, required=True)
+    s.add_argument("--config", type=Path, help="JSON signing config (hyperenclave/sdk/image.py)")
+    s.add_argument("--code", type=Path)
     s.add_argument("--data", type=Path)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--isv-prod-id", type=int, default=0)
     s.add_argument("--isv-svn", type=int, default=0)
-    s.add_argument("out", type=Path)
+    s.add_argument("files", type=Path, nargs="+", metavar="[ELF] OUT")
+    m = sub.add_parser("measure", help="print the MRENCLAVE of a JSON layout")
+    m.add_argument("--layout", type=Path, required=True)
     d = sub.add_parser("show", help="print a bundle's identity and pages")
     d.add_argument("bundle", type=Path)
     args = p.parse_args(argv)
 
-    if args.command == "keygen":
-        save_signing_key(generate_signing_key(), args.key)
-        return 0
-    if args.command == "sign":
+    try:
+        if args.command in ("gen-key", "keygen"):
+            save_signing_key(generate_signing_key(), args.key)
+            return 0
+        if args.command == "sign":
+            return _sign(args)
+        if args.command == "measure":
+            try:
+                raw = json.loads(args.layout.read_text())
+            except json.JSONDecodeError as err:
+                raise EnclaveImageError(f"{args.layout}: not JSON: {err}") from None
+            print(layout_from_json(raw).mrenclave().hex())
+            return 0
+        return _show(args.bundle)
+    except (OSError, EnclaveImageError) as err:
+        print(f"hyperenclave-sign: {err}", file=sys.stderr)
+        return 1
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from .image import EnclaveConfig, layout_from_elf      # sdk.image imports this module
+    if args.code is not None:
+        if args.config is not None or len(args.files) != 1:
+            print("hyperenclave-sign: sign takes either --code CODE OUT or --config CFG ELF "
+                  "OUT", file=sys.stderr)
+            return 2
         layout = EnclaveLayout.simple(args.code.read_bytes(),
                                       args.data.read_bytes() if args.data else b"",
                                       args.threads, isv_prod_id=args.isv_prod_id,
                                       isv_svn=args.isv_svn)
-        signed = sign(layout, load_signing_key(args.key))
-        args.out.write_bytes(signed.to_bytes())
-        print(f"{args.out}: MRENCLAVE {signed.mrenclave.hex()}")
-        return 0
+    else:
+        if args.config is None or len(args.files) != 2:
+            print("hyperenclave-sign: sign needs --config CFG ELF OUT", file=sys.stderr)
+            return 2
+        layout = layout_from_elf(args.files[0].read_bytes(), EnclaveConfig.load(args.config))
+    signed = sign(layout, load_signing_key(args.key))
+    out = args.files[-1]
+    out.write_bytes(signed.to_bytes())
+    print(f"{out}: MRENCLAVE {signed.mrenclave.hex()}\n{out}: MRSIGNER  {signed.mrsigner.hex()}")
+    return 0
+
+
+def _show(path: Path) -> int:
     try:
-        signed = SignedEnclave.from_bytes(args.bundle.read_bytes())
+        signed = SignedEnclave.from_bytes(path.read_bytes())
     except BundleError as err:
-        print(f"{args.bundle}: {err}", file=sys.stderr)
+        print(f"{path}: {err}", file=sys.stderr)
         return 1
     layout = signed.layout
     print(f"MRENCLAVE {signed.mrenclave.hex()}\nMRSIGNER  {signed.mrsigner.hex()}\n"

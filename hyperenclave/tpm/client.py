@@ -7,6 +7,7 @@ through one TpmClient and is serialised by its lock.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -26,6 +27,11 @@ from tpm2_pytss import (
 
 from hyperenclave.tpm.swtpm import Swtpm
 
+# libtss2 prints its own WARNING/ERROR lines for every failed command (an expected unseal
+# refusal included); TpmError already carries the operation and response code. Set TSS2_LOG
+# (e.g. esys+debug) to see them.
+os.environ.setdefault("TSS2_LOG", "all+none")
+
 SHA256_SIZE = 32
 PCR_COUNT = 24
 _PCRS_PER_READ = 8  # TPM2_PCR_Read returns at most 8 digests per call
@@ -33,6 +39,19 @@ _MAX_RESPONSE = 4096  # swtpm's TPM buffer size
 _DEATH_GRACE_S = 1.0
 
 T = TypeVar("T")
+
+
+def read_pcr_values(esapi: ESAPI, indices: list[int]) -> dict[int, bytes]:
+    """sha256 values of `indices` (sorted, 0-23) in batches of 8, inside a caller's sequence."""
+    values: dict[int, bytes] = {}
+    for start in range(0, len(indices), _PCRS_PER_READ):
+        batch = indices[start : start + _PCRS_PER_READ]
+        selection = TPML_PCR_SELECTION.parse("sha256:" + ",".join(map(str, batch)))
+        _, _, digests = esapi.pcr_read(selection)
+        if len(digests) != len(batch):
+            raise TpmError("pcr_read", f"asked for PCRs {batch}, got {len(digests)} digests")
+        values.update(zip(batch, (bytes(d) for d in digests)))
+    return values
 
 
 class TpmError(RuntimeError):
@@ -72,19 +91,36 @@ class TpmClient:
             when = "during" if grace else "before"
             self._swtpm.check_alive(f"{when} TPM {operation}", grace)
 
-    def _call(self, operation: str, fn: Callable[[ESAPI], T]) -> T:
+    def _call(self, operation: str, fn: Callable[[ESAPI], T], locality: int = 0) -> T:
         """Run fn under the lock, turning TSS failures into SwtpmDied or TpmError."""
         with self._lock:
             if self._esapi is None:
                 raise TpmError(operation, "client is closed")
             self._check_process(operation)
             try:
-                return fn(self._esapi)
+                if locality:
+                    self._tcti.set_locality(locality)
+                try:
+                    return fn(self._esapi)
+                finally:
+                    if locality:
+                        self._tcti.set_locality(0)
             except TSS2_Exception as exc:
                 self._check_process(operation, _DEATH_GRACE_S)
                 raise TpmError(operation, str(exc), int(exc.rc)) from exc
 
-    def pcr_extend(self, index: int, sha256_digest: bytes) -> None:
+    def run(self, operation: str, fn: Callable[[ESAPI], T], *, locality: int = 0) -> T:
+        """Run a sequence of ESAPI calls as one unit at `locality` (TCG PC Client 0-4).
+
+        Nothing else reaches the TPM in between, so transient objects and sessions created
+        by `fn` cannot be seen or flushed by other users; the locality goes back to 0
+        (the host's) afterwards. `fn` must flush what it creates.
+        """
+        if not 0 <= locality <= 4:
+            raise ValueError(f"TPM locality {locality} out of range 0..4")
+        return self._call(operation, fn, locality)
+
+    def pcr_extend(self, index: int, sha256_digest: bytes, *, locality: int = 0) -> None:
         """TPM2_PCR_Extend of the sha256 bank of PCR `index`."""
         if not 0 <= index < PCR_COUNT:
             raise ValueError(f"PCR index {index} out of range 0..{PCR_COUNT - 1}")
@@ -93,7 +129,8 @@ class TpmClient:
         digests = TPML_DIGEST_VALUES(
             [TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=TPMU_HA(sha256=sha256_digest))]
         )
-        self._call(f"pcr_extend(PCR{index})", lambda e: e.pcr_extend(ESYS_TR(index), digests))
+        self.run(f"pcr_extend(PCR{index})", lambda e: e.pcr_extend(ESYS_TR(index), digests),
+                 locality=locality)
 
     def pcr_read(self, indices: Iterable[int]) -> dict[int, bytes]:
         """sha256 values of the given PCRs, read in batches of 8."""
@@ -101,25 +138,18 @@ class TpmClient:
         for index in wanted:
             if not 0 <= index < PCR_COUNT:
                 raise ValueError(f"PCR index {index} out of range 0..{PCR_COUNT - 1}")
-        values: dict[int, bytes] = {}
-        for start in range(0, len(wanted), _PCRS_PER_READ):
-            batch = wanted[start : start + _PCRS_PER_READ]
-            selection = TPML_PCR_SELECTION.parse("sha256:" + ",".join(map(str, batch)))
-            _, _, digests = self._call("pcr_read", lambda e: e.pcr_read(selection))
-            if len(digests) != len(batch):
-                raise TpmError("pcr_read", f"asked for PCRs {batch}, got {len(digests)} digests")
-            values.update(zip(batch, (bytes(d) for d in digests)))
-        return values
+        return self._call("pcr_read", lambda e: read_pcr_values(e, wanted))
 
     def read_pcrs(self, indices: Iterable[int] = range(PCR_COUNT)) -> dict[int, bytes]:
         """All (by default) 24 sha256 PCRs; alias of pcr_read for console/verifier code."""
         return self.pcr_read(indices)
 
-    def get_random(self, n: int) -> bytes:
+    def get_random(self, n: int, *, locality: int = 0) -> bytes:
         """n bytes from TPM2_GetRandom (which returns at most one digest size per call)."""
         out = bytearray()
         while len(out) < n:
-            chunk = self._call("get_random", lambda e: e.get_random(min(n - len(out), SHA256_SIZE)))
+            chunk = self.run("get_random", lambda e: e.get_random(min(n - len(out), SHA256_SIZE)),
+                             locality=locality)
             out += bytes(chunk)
         return bytes(out)
 

@@ -27,8 +27,8 @@ from .ept import Ept, EptPerm, MemType
 from .ept_tlb import EptTlb
 from .hypercall import HypercallArgs, HypercallError
 from .guest_pt import GuestPageTable
-from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, GprSgx, PageFlags, PageType, SgxFault, Tcs,
-                  exit_info, gprsgx_offset)
+from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, ExInfo, GprSgx, PageFlags, PageType, SgxFault,
+                  Tcs, exit_info, gprsgx_offset)
 
 SHARED_RANGE = struct.Struct("<QQQ")   # HC_SHARED_MEMORY_ADD: {secs, start, end}
 
@@ -41,6 +41,8 @@ ENCLU_EREPORT, ENCLU_EGETKEY, ENCLU_EENTER, ENCLU_ERESUME, ENCLU_EEXIT = 0, 1, 2
 HC_ERESUME = 0x8000_0005
 TCS_CSSA_OFFSET = 24
 PF_P_U = 0b101                # the error code the host sees for an enclave #PF (HyperEnclave)
+PF_W, PF_U = 0b10, 0b100
+SHARED_MEM_FETCH = 1 << 31    # EXINFO.ERRCD: the #PF was a miss in a shared range (HyperEnclave)
 GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
         "r12", "r13", "r14", "r15")
 
@@ -70,6 +72,7 @@ class Thread:
     tcs_la: int
     tcs_pa: int
     outside: Outside
+    shared_fetch: bool = False  # its AEX was a miss in a shared range (SHARED_MEM_FETCH)
 
 
 @dataclass
@@ -79,6 +82,23 @@ class EnclaveAddressSpace:
     gpt: GuestPageTable
     ept: Ept
     shared: list[tuple[int, int]] = field(default_factory=list)   # marshalling buffers
+    invalidating: int = 0          # HC 0x103s not yet ended by a 0x104 (HyperEnclave's counter)
+
+    def is_shared(self, va: int) -> bool:
+        return any(start <= va < end for start, end in self.shared)
+
+    def map_shared_page(self, va: int, gpa: int) -> None:
+        """The app's page at `va` (host RAM `gpa`) for the enclave: read/write, never executable."""
+        self.gpt.map(va, gpa, writable=True, executable=False)
+        self.ept.map(gpa, gpa, PAGE_SIZE, EptPerm.RW, MemType.WB)
+        for frame in self.gpt.tables:        # tables the new mapping may have added
+            self.ept.map(frame, frame, PAGE_SIZE, EptPerm.R, MemType.WB)
+
+    def unmap_shared_page(self, va: int) -> None:
+        """Take the page at `va` out of the enclave's GPT and EPT (the caller does INVEPT)."""
+        gpa = self.gpt.unmap(va)
+        if gpa is not None:
+            self.ept.unmap(gpa, PAGE_SIZE)
 
     def destroy(self) -> None:
         self.ept.destroy()
@@ -148,6 +168,9 @@ class EnclaveRunner:
         space = self.spaces[secs_pa]
         if any(start < e and s < end for s, e in space.shared):
             raise HypercallError(errno.EBUSY, f"[{start:#x}-{end:#x}) is already shared")
+        if space.invalidating:
+            raise HypercallError(errno.EBUSY, f"enclave {secs_pa:#x}: the app's memory is being "
+                                 "invalidated (HC 0x103 without 0x104)")
         frames = []
         for va in range(start, end, PAGE_SIZE):
             try:
@@ -158,16 +181,17 @@ class EnclaveRunner:
             gmem.check_gpa(gpa, PAGE_SIZE, f"shared page {va:#x}")
             frames.append((va, gpa))
         for va, gpa in frames:
-            space.gpt.map(va, gpa, writable=True, executable=False)
-            space.ept.map(gpa, gpa, PAGE_SIZE, EptPerm.RW, MemType.WB)
-        for frame in space.gpt.tables:        # tables the new mappings may have added
-            space.ept.map(frame, frame, PAGE_SIZE, EptPerm.R, MemType.WB)
+            space.map_shared_page(va, gpa)
         space.shared.append((start, end))
-        stage = self.stages.get(secs_pa)
-        if stage is not None:
-            stage.forget()                    # INVEPT for that enclave's EPT
+        self.invept(secs_pa)
         self.log(f"enclave {secs_pa:#x}: shared [{start:#x}-{end:#x}) with the app")
         return 0
+
+    def invept(self, secs_pa: int) -> None:
+        """INVEPT for one enclave's EPT after its mappings changed."""
+        stage = self.stages.get(secs_pa)
+        if stage is not None:
+            stage.forget()
 
     # ------------------------------------------------------------------ entry
     def _tcs(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:
@@ -181,7 +205,9 @@ class EnclaveRunner:
                               error_code=fault.error_code) from None
         entry = self.manager.epcm.get(tcs_pa) if tcs_pa in self.manager.epcm else None
         if entry is None or entry.page_type != PageType.PT_TCS or entry.linear_address != tcs_la:
-            raise SgxFault.gp(f"{tcs_la:#x} (-> {tcs_pa:#x}) is not a TCS of an enclave")
+            # SDM EENTER/ERESUME: outside the EPC, EPCM not VALID, PT not PT_TCS or another
+            # ENCLAVEADDRESS: #PF(DS:RBX), EPCM-induced
+            raise SgxFault.pf(tcs_la, f"{tcs_la:#x} (-> {tcs_pa:#x}) is not a TCS of an enclave")
         enclave = self.manager.enclaves.get(entry.owner)
         if enclave is None or not enclave.initialized or enclave.destroying:
             raise SgxFault.gp(f"the enclave of TCS {tcs_la:#x} is not initialized")
@@ -206,6 +232,7 @@ class EnclaveRunner:
             raise SgxFault.gp(f"ERESUME on TCS {tcs_la:#x} with CSSA 0")
         frame = self._ssa_frame_pa(enclave, tcs, tcs.cssa - 1)
         gpr = GprSgx.unpack(self.memory.read(frame, GprSgx.SIZE))
+        self._sync_shared_fetch(cpu, enclave, frame - ExInfo.SIZE)
         self._set_cssa(tcs_pa, tcs.cssa - 1)
         self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
         for name in GPRS:
@@ -252,17 +279,26 @@ class EnclaveRunner:
         cpu.set_reg("rcx", thread.outside.aep)
         cpu.rip = cpu.reg("rbx")
 
-    def aex(self, cpu: "VCpu", vector: int, rip: int) -> Thread:
+    def aex(self, cpu: "VCpu", vector: int, rip: int, address: int | None = None,
+            error_code: int | None = None) -> Thread:
         """Asynchronous exit: save the enclave's state in SSA[CSSA], leave with a synthetic
-        state at the AEP. The caller then delivers the event to the host."""
+        state at the AEP. The caller then delivers the event to the host. A #PF in a shared
+        range is recorded in MISC.EXINFO with SHARED_MEM_FETCH (HyperEnclave), so that
+        ERESUME maps the app's page again once the host has faulted it in."""
         thread = self.inside[cpu.index]
         enclave = thread.enclave
         tcs = Tcs.unpack(self.memory.read(thread.tcs_pa, PAGE_SIZE))
+        frame = self._ssa_frame_pa(enclave, tcs, tcs.cssa)
+        thread.shared_fetch = vector == PF and address is not None and \
+            self.spaces[enclave.secs_pa].is_shared(address)
+        exinfo = ExInfo(address, (error_code or 0) | SHARED_MEM_FETCH) if thread.shared_fetch \
+            else ExInfo()
+        self.memory.write(frame - ExInfo.SIZE, exinfo.pack())
         gpr = GprSgx(**{name: cpu.reg(name) for name in GPRS}, rflags=cpu.reg("rflags"), rip=rip,
                      ursp=thread.outside.rsp, urbp=thread.outside.rbp,
                      exitinfo=exit_info(vector, EXIT_TYPE_HARDWARE) if vector < 32 else 0,
                      fsbase=cpu.reg("fs_base"), gsbase=cpu.reg("gs_base"))
-        self.memory.write(self._ssa_frame_pa(enclave, tcs, tcs.cssa), gpr.pack())
+        self.memory.write(frame, gpr.pack())
         self._set_cssa(thread.tcs_pa, tcs.cssa + 1)
         self._switch_out(cpu)
         for name in GPRS:
@@ -293,13 +329,40 @@ class EnclaveRunner:
         return thread
 
     def deliver_to_host(self, cpu: "VCpu", vector: int, error_code: int | None,
-                        address: int | None, external: bool) -> None:
-        """The event that caused an AEX, as the host sees it: at the AEP, CR2 page-aligned."""
+                        address: int | None, external: bool, shared_fetch: bool = False) -> None:
+        """The event that caused an AEX, as the host sees it: at the AEP, CR2 page-aligned; a
+        #PF is P|U (a protection fault the host cannot fix), except a miss in a shared range,
+        which the host sees as the not-present fault it is, so that it can fault its page in."""
         rip = cpu.rip
         if vector == PF:
             cpu.set_reg("cr2", (address or 0) & ~0xFFF)
-            error_code = PF_P_U
+            error_code = (error_code or 0) & (PF_W | PF_U) if shared_fetch else PF_P_U
         deliver(cpu, vector, rip=rip, error_code=error_code, external=external)
+
+    def _sync_shared_fetch(self, cpu: "VCpu", enclave: "Enclave", exinfo_pa: int) -> None:
+        """ERESUME after a SHARED_MEM_FETCH AEX: map the app's page at MADDR again, as the app's
+        page table maps it now, unless an invalidation is in progress (then the enclave just
+        faults again). EXINFO is cleared either way (HyperEnclave's `EnclaveThread::resume`)."""
+        exinfo = ExInfo.unpack(self.memory.read(exinfo_pa, ExInfo.SIZE))
+        if not exinfo.errcd & SHARED_MEM_FETCH:
+            return
+        self.memory.write(exinfo_pa, ExInfo().pack())
+        space = self.spaces[enclave.secs_pa]
+        va = exinfo.maddr & ~0xFFF
+        if space.invalidating or not space.is_shared(va):
+            return
+        try:
+            gpa = cpu.guest_physical(va, ACCESS_WRITE, user=True) & ~0xFFF
+        except PageFault:
+            return                            # the app has no page there: the enclave faults again
+        try:
+            self.manager.guest_memory.check_gpa(gpa, PAGE_SIZE, f"shared page {va:#x}")
+        except HypercallError as err:
+            raise SgxFault.gp(f"ERESUME: {err}") from None
+        space.map_shared_page(va, gpa)
+        self.invept(enclave.secs_pa)
+        self.log(f"enclave {enclave.secs_pa:#x}: shared page {va:#x} -> {gpa:#x} mapped again "
+                 "(SHARED_MEM_FETCH)")
 
     # ------------------------------------------------------------------ SSA / TCS
     def _ssa_frame_pa(self, enclave: "Enclave", tcs: Tcs, index: int) -> int:

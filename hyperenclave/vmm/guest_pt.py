@@ -49,6 +49,22 @@ class GuestPageTable:
             leaf |= PTE_NX
         self.memory.write_u64(table + ((vaddr >> 12) & 0x1FF) * 8, leaf)
 
+    def unmap(self, vaddr: int) -> int | None:
+        """Clear one leaf; the physical page it mapped, or None if nothing was mapped. Tables
+        stay (they are freed with the whole page table)."""
+        table = self.root
+        for shift in (39, 30, 21):
+            entry = self.memory.read_u64(table + ((vaddr >> shift) & 0x1FF) * 8)
+            if not entry & PTE_P:
+                return None
+            table = entry & ADDR_MASK
+        slot = table + ((vaddr >> 12) & 0x1FF) * 8
+        leaf = self.memory.read_u64(slot)
+        if not leaf & PTE_P:
+            return None
+        self.memory.write_u64(slot, 0)
+        return leaf & ADDR_MASK
+
     def destroy(self) -> None:
         """Scrub and give back every table frame."""
         for frame in self.tables:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import secrets
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -31,15 +32,20 @@ from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
 
 from . import vmcs as V
 from .ept import TPM_CRB_MMIO, EptMisconfig, EptViolation, build_identity_ept
-from .enclave import EnclaveManager
+from .enclave import Enclave, EnclaveManager
 from .gu_enclave import ENCLU_EENTER, ENCLU_EEXIT, ENCLU_ERESUME, EnclaveRunner
 from .ept_tlb import EptTlb
 from .gaccess import GuestMemory
 from .hypercall import (HypercallArgs, HypercallCode, HypercallError, HypercallTable,
                         InvalidOpcode, code_name)
 from .image import HE_HV_ALIGN, MonitorImage, MonitorImageError, code_digest
-from .sgx import SgxFault
+from .key_leaves import KeyLeaves
+from .keys import ROOT_SECRET_SIZE, PlatformKeys
+from .quoting import enclave_quote
+from .sgx import AttributeFlags, SgxFault
 from .iommu_tables import build_dma_domain
+from .tpm_anchor import ANCHOR_ERRORS, AnchorKeys, EnclaveIdentity, MonitorTpm
+from .shared_mem import SharedMemoryCalls
 from .vmcs import ExitReason, Vmcs, VmcsField as F
 
 if TYPE_CHECKING:
@@ -158,6 +164,8 @@ class Monitor:
         self.image: MonitorImage | None = None
         self.vmcs: dict[int, Vmcs] = {}
         self.exit_counts: Counter[ExitReason] = Counter()
+        #: Called on every VM exit before it is handled (a debugger's "stop at the next exit").
+        self.exit_listeners: list[Callable[[VCpu, ExitReason], None]] = []
         self.violations: deque[EptViolationRecord] = deque(maxlen=1000)
         self.dma_faults: deque[str] = deque(maxlen=1000)
         self.io_exit_ports: frozenset[int] = frozenset()
@@ -171,6 +179,9 @@ class Monitor:
         self._frames: FrameAllocator | None = None
         self.enclaves: EnclaveManager | None = None
         self.runner: EnclaveRunner | None = None
+        self.key_leaves: KeyLeaves | None = None
+        self.tpm: MonitorTpm | None = None                 # set by a machine that has a TPM
+        self.anchor_keys: AnchorKeys | None = None         # this launch's TPM-anchored secrets
         self.hypercalls.register(HypercallCode.HYPERVISOR_DISABLE, self._hc_disable)
         for code, handler in ((HypercallCode.RESET_STATS, self._hc_reset_stats),
                               (HypercallCode.INIT_CMRM, self._hc_init_cmrm),
@@ -184,15 +195,26 @@ class Monitor:
             self.hypercalls.register(code, self._enclave_call(name), fast=True)
         self.hypercalls.register(HypercallCode.SHARED_MEMORY_ADD, self._hc_shared_memory_add,
                                  fast=True)
+        for code, name in ((HypercallCode.SHARED_MEMORY_REMOVE, "hc_remove"),
+                           (HypercallCode.SHARED_MEMORY_INVALID_START, "hc_invalid_start"),
+                           (HypercallCode.SHARED_MEMORY_INVALID_END, "hc_invalid_end")):
+            self.hypercalls.register(code, self._shared_memory_call(name), fast=True)
         self.hypercalls.register(HypercallCode.ENCLAVE_ENTER, self._hc_eenter)
         self.hypercalls.register(HypercallCode.ENCLAVE_RESUME, self._hc_eresume)
         self.hypercalls.register(HypercallCode.ENCLAVE_EXIT, self._hc_eexit)
+        self.hypercalls.register(HypercallCode.ENCLAVE_QUOTE, self._hc_enclave_quote)
         self._cpus: dict[int, VCpu] = {}
 
     def _enclave_call(self, name: str) -> Callable[[HypercallArgs], int]:
         def call(args: HypercallArgs) -> int:
             assert self.enclaves is not None      # registered handlers run only while enabled
             return getattr(self.enclaves, name)(args)
+        return call
+
+    def _shared_memory_call(self, name: str) -> Callable[[HypercallArgs], int]:
+        def call(args: HypercallArgs) -> int:
+            assert self.runner is not None
+            return getattr(SharedMemoryCalls(self.runner), name)(args, self._cpu_for(args))
         return call
 
     # ------------------------------------------------------------------ logging
@@ -232,6 +254,7 @@ class Monitor:
                 if start <= addr < start + size:
                     raise LaunchError(errno.EINVAL, f"the {what} {addr:#x} is inside the range "
                                       f"given to the monitor [{start:#x}-{start + size - 1:#x}]")
+        anchor = self._anchor_in_tpm()
 
         percpu = layout.percpu(cpu_id)
         frames = FrameAllocator(self.memory, layout.heap_start, layout.zero_page - layout.heap_start)
@@ -266,6 +289,14 @@ class Monitor:
         self.runner = EnclaveRunner(self.memory, frames, self.enclaves, self.log)
         self.enclaves.initialized_hooks.append(self.runner.build)
         self.enclaves.destroyed_hooks.append(self.runner.forget)
+        self.enclaves.initialized_hooks.insert(0, self._measure_enclave)   # before it can run
+        self.anchor_keys = anchor
+        # The root of every enclave key (EGETKEY, EREPORT): the TPM-sealed root secret.
+        # Without it (no TPM, or the unseal was refused) a fresh one per launch: REPORT keys
+        # work within the launch, SEAL keys never equal those of the genuine boot chain.
+        root = anchor.root_secret if anchor is not None else None
+        self.key_leaves = KeyLeaves(self.runner, self.enclaves.epcm,
+                                    PlatformKeys(root or secrets.token_bytes(ROOT_SECRET_SIZE)))
         self.cmrm, self.cmrm_done = [], False
         self.enabled = True
         self.launches += 1
@@ -274,6 +305,44 @@ class Monitor:
                  f"{layout.epc_start + layout.epc_size - 1:#x}], root EPT {ept.table_count} tables "
                  f"(EPTP {ept.eptp:#x}), zero page {layout.zero_page:#x}")
         self._vm_launch(cpu, vmcs, ept.eptp)
+
+    # ------------------------------------------------------------------ the TPM anchor
+    def _anchor_in_tpm(self) -> AnchorKeys | None:
+        """Root secret, attestation key in PCR 13, AK (tpm_anchor.py). A TPM that does not
+        answer, or an AK that cannot be enrolled, refuses the launch: the host goes on natively
+        and is told why."""
+        if self.tpm is None:
+            self.log("no TPM: no sealed root secret, attestation key or quotes")
+            return None
+        try:
+            return self.tpm.launch(self.memory, self.log)
+        except ANCHOR_ERRORS as err:
+            raise LaunchError(errno.EIO, f"TPM anchor failed: {err}") from None
+
+    def _measure_enclave(self, enclave: Enclave) -> None:
+        """EINIT hook: the enclave's identity into PCR 14 before it can be entered; if that
+        fails, EINIT does not complete (#GP) and the enclave stays uninitialized."""
+        if self.tpm is None:
+            return
+        identity = EnclaveIdentity.of(enclave.secs)
+        try:
+            self.tpm.measure_enclave(self.memory, identity)
+        except ANCHOR_ERRORS as err:
+            enclave.initialized = False
+            enclave.secs.attributes.flags &= ~AttributeFlags.INIT
+            self.memory.write(enclave.secs_pa, enclave.secs.pack())
+            raise SgxFault.gp(f"enclave {enclave.secs_pa:#x} could not be measured into "
+                              f"PCR 14: {err}") from None
+        self.log(f"enclave {enclave.secs_pa:#x} measured into PCR 14: MRENCLAVE "
+                 f"{identity.mr_enclave.hex()[:16]}... ISVPRODID {identity.isv_prod_id} "
+                 f"ISVSVN {identity.isv_svn}")
+
+    def mediate_tpm_command(self, command: bytes) -> bytes | None:
+        """The CRB's filter: while the monitor runs, a host command that would touch its
+        PCRs or handles gets an error response instead of reaching the TPM."""
+        if not self.enabled or self.tpm is None:
+            return None
+        return self.tpm.mediate(command, self.log)
 
     def _check_image(self, cpu: VCpu, base: int, cpu_id: int, region: int
                      ) -> tuple[MonitorImage, Layout]:
@@ -396,7 +465,7 @@ class Monitor:
         cpu.flush_tlb()
         self.vmcs.clear()
         self.ept = self.dma_domain = self._ept_stage = self._frames = self.enclaves = None
-        self.runner = None
+        self.runner = self.key_leaves = self.anchor_keys = None
         self.enabled = False
         self.scrub()
         self.log(f"monitor disabled on CPU {cpu.index}; monitor memory and EPC scrubbed")
@@ -413,6 +482,8 @@ class Monitor:
         self.exit_counts[reason] += 1
         vmcs = self.vmcs[cpu.index]
         vmcs.record_exit(reason, qualification, length, rip)
+        for listener in self.exit_listeners:
+            listener(cpu, reason)
         return vmcs
 
     def on_cpuid(self, cpu: VCpu, leaf: int, subleaf: int) -> tuple[int, int, int, int] | None:
@@ -481,9 +552,18 @@ class Monitor:
 
     def _on_enclave_event(self, cpu: VCpu, event: GuestEvent) -> bool:
         """Inside an enclave everything exits (exception bitmap all ones, interrupt exiting):
-        EEXIT leaves; anything else is an AEX, then the event goes to the host at the AEP."""
+        EEXIT leaves; EREPORT/EGETKEY (and their hypercalls) run and continue, or fault; any
+        other event, and their faults, are an AEX, then the event goes to the host at the AEP."""
         assert self.runner is not None
         kind = event.kind
+        if kind in (EventKind.ENCLU, EventKind.VMCALL) and self.key_leaves is not None and \
+                self.key_leaves.handles(kind is EventKind.ENCLU, cpu.reg("rax")):
+            fault = self._key_leaf(cpu, event)
+            if fault is None:
+                return True
+            event = GuestEvent(EventKind.EXCEPTION, event.rip, vector=fault.vector,
+                               error_code=fault.error_code, address=fault.address)
+            kind = event.kind
         if kind is EventKind.ENCLU and cpu.reg("rax") == ENCLU_EEXIT:
             self._exit(cpu, ExitReason.EXCEPTION_NMI, event.rip, length=3)
             self.runner.eexit(cpu)
@@ -505,11 +585,27 @@ class Monitor:
         self._exit(cpu, reason, event.rip)
         # the vCPU reports SYSCALL with the RIP of the next instruction
         rip = event.rip - 2 if kind is EventKind.SYSCALL else event.rip
-        thread = self.runner.aex(cpu, vector or 0, rip)
+        thread = self.runner.aex(cpu, vector or 0, rip, address, error_code)
         self.log(f"AEX from enclave {thread.enclave.secs_pa:#x} (TCS {thread.tcs_la:#x}) at "
                  f"{rip:#x}: vector {vector:#x}" + (" (interrupt)" if external else ""))
-        self.runner.deliver_to_host(cpu, vector or 0, error_code, address, external)
+        self.runner.deliver_to_host(cpu, vector or 0, error_code, address, external,
+                                    thread.shared_fetch)
         return True
+
+    def _key_leaf(self, cpu: VCpu, event: GuestEvent) -> SgxFault | None:
+        """EREPORT/EGETKEY/VerifyReport inside an enclave; their #GP/#PF is returned for an AEX."""
+        assert self.key_leaves is not None
+        enclu = event.kind is EventKind.ENCLU
+        self._exit(cpu, ExitReason.EXCEPTION_NMI if enclu else ExitReason.VMCALL, event.rip,
+                   length=3)
+        try:
+            self.key_leaves.run(cpu, cpu.reg("rax"))
+        except SgxFault as fault:
+            self.log(f"{'ENCLU' if enclu else 'hypercall'} leaf {cpu.reg('rax'):#x} at "
+                     f"{event.rip:#x} in an enclave: {fault}")
+            return fault
+        cpu.rip = event.rip + 3
+        return None
 
     def _sgx_leaf(self, cpu: VCpu, rip: int, body: Callable[[], None]) -> None:
         """Run an ENCLU leaf for the app; an SGX fault becomes that fault in the app."""
@@ -538,6 +634,11 @@ class Monitor:
         cpu = self._cpu_for(args)
         assert self.runner is not None
         self.runner.eresume(cpu, args.rip, 3, True)
+
+    def _hc_enclave_quote(self, args: HypercallArgs) -> int:
+        assert self.key_leaves is not None and self._guest_mem is not None
+        return enclave_quote(self._cpu_for(args), args, self._guest_mem, self.key_leaves.keys,
+                             self.anchor_keys, self.tpm, self.log)
 
     def _hc_eexit(self, args: HypercallArgs) -> None:
         cpu = self._cpu_for(args)

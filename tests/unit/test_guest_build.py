@@ -134,7 +134,7 @@ def test_initramfs_contents(images):
         assert files[f"/bin/{name}"] == images.user_programs[name].read_bytes()
     rc = [ln for ln in files["/etc/rc"].decode().splitlines() if ln and not ln.startswith("#")]
     assert rc == ["/bin/hello", "/bin/segv", "/bin/cpuid", "/bin/sysctl -w dev.hyper_enclave.enabled=1",
-                  "/bin/cpuid", "/bin/hello"]
+                  "/bin/cpuid", "/bin/hello_app 2 40", "/bin/hello"]
     assert images.initramfs_files == files
     entries = read_cpio(images.initramfs.read_bytes())
     assert [e.name for e in entries] == sorted(e.name for e in entries)

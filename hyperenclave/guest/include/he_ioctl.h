@@ -51,6 +51,19 @@ struct he_enclave_shared_memory {
     uint64_t size;
 };
 #define HE_IOC_ADD_SHARED_MEMORY _IOW(HE_IOC_MAGIC, 0x0C, struct he_enclave_shared_memory)
+/* Take back exactly a range ADD_SHARED_MEMORY shared (HC_SHARED_MEMORY_REMOVE): the enclave's
+ * accesses to it fault from then on. munmap of shared memory needs no call: the driver tells
+ * the monitor itself (HC 0x103/0x104 from its mmu notifier). */
+#define HE_IOC_REMOVE_SHARED_MEMORY _IOW(HE_IOC_MAGIC, 0x0D, struct he_enclave_shared_memory)
+/* Emulator extension (HyperEnclave's SDK uses signals instead): an exception that an AEX
+ * delivers at `aep` in the calling process resumes it at `handler` with RDI = vector,
+ * RSI = error code, RDX = the (page-aligned) CR2 of a #PF, instead of killing it, like Linux's
+ * exception fixup for __vdso_sgx_enter_enclave. The untrusted runtime registers its AEP. */
+struct he_exception_fixup {
+    uint64_t aep;
+    uint64_t handler;
+};
+#define HE_IOC_SET_EXCEPTION_FIXUP _IOW(HE_IOC_MAGIC, 0x30, struct he_exception_fixup)
 
 /* ---- the SGX structures the ioctls carry (SDM Vol. 3D; Python: hyperenclave/vmm/sgx.py) ---- */
 struct sgx_secs {
@@ -87,11 +100,32 @@ static inline const char *sgx_error_name(long code)
     switch (code) {
     case 1: return "SGX_INVALID_SIG_STRUCT";
     case 2: return "SGX_INVALID_ATTRIBUTE";
+    case 3: return "SGX_BLKSTATE";
     case 4: return "SGX_INVALID_MEASUREMENT";
+    case 5: return "SGX_NOTBLOCKABLE";
+    case 6: return "SGX_PG_INVLD";
+    case 7: return "SGX_EPC_PAGE_CONFLICT";
     case 8: return "SGX_INVALID_SIGNATURE";
+    case 9: return "SGX_MAC_COMPARE_FAIL";
+    case 10: return "SGX_PAGE_NOT_BLOCKED";
+    case 11: return "SGX_NOT_TRACKED";
+    case 12: return "SGX_VA_SLOT_OCCUPIED";
+    case 13: return "SGX_CHILD_PRESENT";
     case 14: return "SGX_ENCLAVE_ACT";
+    case 15: return "SGX_ENTRYEPOCH_LOCKED";
     case 16: return "SGX_INVALID_EINITTOKEN";
+    case 17: return "SGX_PREV_TRK_INCMPL";
+    case 18: return "SGX_PG_IS_SECS";
+    case 19: return "SGX_PAGE_ATTRIBUTES_MISMATCH";
+    case 20: return "SGX_PAGE_NOT_MODIFIABLE";
+    case 21: return "SGX_PAGE_NOT_DEBUGGABLE";
+    case 25: return "SGX_INVALID_COUNTER";
     case 26: return "SGX_PG_NONEPC";
+    case 27: return "SGX_TRACK_NOT_REQUIRED";
+    case 32: return "SGX_INVALID_CPUSVN";
+    case 64: return "SGX_INVALID_ISVSVN";
+    case 128: return "SGX_UNMASKED_EVENT";
+    case 256: return "SGX_INVALID_KEYNAME";
     default: return "SGX error";
     }
 }

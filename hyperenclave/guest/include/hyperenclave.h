@@ -66,6 +66,9 @@
 #define HC_TPM_CMD_SYNC         0x16
 #define HC_RESET_STATS          0x100
 #define HC_SHARED_MEMORY_ADD    0x101   /* arg0 = struct { u64 secs, start, end; } * */
+#define HC_SHARED_MEMORY_REMOVE 0x102   /* arg0 = the same; exactly a range 0x101 shared */
+#define HC_SHARED_MEMORY_INVALID_START 0x103   /* arg0 = the same; part of a shared range */
+#define HC_SHARED_MEMORY_INVALID_END   0x104   /* arg0 = SECS EPC page; ends one 0x103 */
 #define HC_INIT_CMRM            0x200   /* arg0 = struct he_mem_region *, arg1 = count */
 #define HC_SET_INIT_CMRM_DONE   0x201
 

@@ -150,11 +150,13 @@ static long sys_munmap(u64 addr, u64 len)
     if (addr & (PAGE_SIZE - 1))
         return -EINVAL;
     len = ALIGN_UP(len, PAGE_SIZE);
+    mmu_notifier_invalidate_range_start(current->pml4, addr, addr + len);
     for (u64 va = addr; va < addr + len && va < USER_SPACE_END; va += PAGE_SIZE) {
         u64 old = unmap_page(current->pml4, va);
         if ((old & PTE_P) && (old & PTE_OWNED))
             free_page(old & PTE_ADDR);
     }
+    mmu_notifier_invalidate_range_end(current->pml4, addr, addr + len);
     for (int i = 0; i < current->nr_vmas;) {          /* forget areas that are gone entirely */
         struct vma *v = &current->vmas[i];
         if (v->start >= addr && v->end <= addr + len)

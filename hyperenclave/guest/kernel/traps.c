@@ -7,6 +7,7 @@
 #include "kernel.h"
 #include "sched.h"
 #include "mm.h"
+#include "hyper_enclave.h"
 
 struct idt_entry {
     u16 off_lo;
@@ -128,9 +129,18 @@ static void print_vma_addr(u64 ip)
 static void user_fault(struct pt_regs *r)
 {
     int sig;
+    if (r->vector != 14 && he_enclave_fixup_exception(r))
+        return;
     switch (r->vector) {
     case 14: {
         u64 cr2 = read_cr2();
+        /* not-present, yet the page is there with the rights asked for: the fault was for
+         * another view of it (an enclave's shared memory after an AEX); retry, like Linux */
+        if (!(r->error_code & PTE_P) &&
+            user_virt_to_phys(current->pml4, cr2, r->error_code & PTE_W) != ~0UL)
+            return;
+        if (he_enclave_fixup_exception(r))
+            return;
         printk("%s[%d]: segfault at %lx ip %016lx sp %016lx error %lx", user_comm(), user_pid(),
                (unsigned long)cr2, (unsigned long)r->rip, (unsigned long)r->rsp,
                (unsigned long)r->error_code);
@@ -195,8 +205,10 @@ void do_interrupt(struct pt_regs *r)
             printk("Uhhuh. NMI received. Dazed and confused, but trying to continue\n");
             return;
         }
-        if (user_mode(r))
-            user_fault(r);
+        if (user_mode(r)) {
+            user_fault(r);          /* returns only for a spurious #PF: the access is retried */
+            return;
+        }
         kernel_oops(r, vec == 14 ? "Oops" : exception_names[vec]);
     }
     irq_handler_t h = irq_handlers[vec];

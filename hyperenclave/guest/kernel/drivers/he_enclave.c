@@ -6,6 +6,13 @@
  * monitor does the SGX leaves (HC_ENCLAVE_*, include/hyperenclave.h) on structures the driver
  * builds in kernel memory, so no user pointer reaches the monitor. Each open file holds at
  * most one enclave; its last close (or the process's exit) destroys it and frees its EPC.
+ * State checks (EADD or EINIT after EINIT, ...) are left to the monitor, so each cause gets the
+ * SGX leaf's own answer.
+ *
+ * Shared memory (HyperEnclave's shared_mem.c): ADD/REMOVE_SHARED_MEMORY call HC 0x101/0x102;
+ * while a range is shared, an mmu notifier on the opener's page table brackets every munmap
+ * that touches it with HC 0x103 (per shared range it overlaps, clipped to it) and HC 0x104, so
+ * the enclave never keeps a page the process gave back; it faults the new page in later.
  */
 #include "kernel.h"
 #include "fs.h"
@@ -21,7 +28,10 @@ struct he_encl_page {
     u64 epc;
 };
 
+#define HE_MAX_SHARED 8
+
 struct he_encl {
+    struct mmu_notifier mn;     /* first: on the opener's page table while memory is shared */
     u64 *pml4;                  /* the opener's page table: ADD_PAGE maps pages into it */
     u64 map_start, map_end;     /* the mmap()ed range ELRANGE must lie in; 0 before mmap */
     u64 secs_epc;               /* 0 before ENCLAVE_CREATE succeeded */
@@ -29,6 +39,9 @@ struct he_encl {
     bool initialized;
     struct he_encl_page *pages; /* alloc_pages()ed, grown by doubling */
     u64 nr_pages, max_pages;
+    struct { u64 start, end; } shared[HE_MAX_SHARED];   /* ranges HC 0x101 accepted */
+    int nr_shared;
+    int invalidating;           /* HC 0x103s of the current notifier call, each ended by 0x104 */
 };
 
 /* ---- the EPC page allocator: a bitmap, bit set = in use ---- */
@@ -211,7 +224,7 @@ static int reserve_page_slot(struct he_encl *encl)
 
 static long he_ioc_add_page(struct he_encl *encl, const struct he_enclave_add_page *arg)
 {
-    if (!encl->secs_epc || encl->initialized || arg->flags & ~(u64)HE_ADD_PAGE_EXTEND)
+    if (!encl->secs_epc || arg->flags & ~(u64)HE_ADD_PAGE_EXTEND)
         return -EINVAL;
     if (copy_from_user(src_page, (const void *)arg->src, PAGE_SIZE) ||
         copy_from_user(&secinfo, (const void *)arg->secinfo, sizeof(secinfo)))
@@ -233,33 +246,104 @@ static long he_ioc_add_page(struct he_encl *encl, const struct he_enclave_add_pa
     u64 type = secinfo.flags >> SGX_SECINFO_TYPE_SHIFT & 0xff;
     bool writable = (secinfo.flags & SGX_SECINFO_W) || type == SGX_PAGE_TYPE_TCS;
     u64 *old = lookup_pte(encl->pml4, arg->addr);
-    if (old && (*old & PTE_OWNED))
-        free_page(*old & PTE_ADDR);              /* anonymous memory mapped there meanwhile */
-    return map_page(encl->pml4, arg->addr, page, PTE_U | (writable ? PTE_W : 0));
+    if (!old)
+        return map_page(encl->pml4, arg->addr, page, PTE_U | (writable ? PTE_W : 0));
+    /* anonymous memory mapped there meanwhile: it goes (and any enclave sharing it hears) */
+    mmu_notifier_invalidate_range_start(encl->pml4, arg->addr, arg->addr + PAGE_SIZE);
+    if (*old & PTE_OWNED)
+        free_page(*old & PTE_ADDR);
+    ret = map_page(encl->pml4, arg->addr, page, PTE_U | (writable ? PTE_W : 0));
+    mmu_notifier_invalidate_range_end(encl->pml4, arg->addr, arg->addr + PAGE_SIZE);
+    return ret;
 }
 
 static long he_ioc_init(struct he_encl *encl, const struct he_enclave_init *arg)
 {
-    if (!encl->secs_epc || encl->initialized || arg->addr != encl->base)
+    if (!encl->secs_epc || arg->addr != encl->base)
         return -EINVAL;
     if (copy_from_user(sigstruct, (const void *)arg->sigstruct, SGX_SIGSTRUCT_SIZE))
         return -EFAULT;
     long ret = encls_result("EINIT", hypercall2(HC_ENCLAVE_INIT, encl->secs_epc, (u64)sigstruct));
-    encl->initialized = !ret;
+    if (!ret)
+        encl->initialized = true;
     return ret;
 }
+
+/* ---- shared memory: HC 0x101-0x104 ---- */
+static void shared_invalidate_start(struct mmu_notifier *mn, u64 start, u64 end)
+{
+    struct he_encl *encl = (struct he_encl *)mn;
+    for (int i = 0; i < encl->nr_shared; i++) {
+        u64 s = MAX(start, encl->shared[i].start), e = MIN(end, encl->shared[i].end);
+        if (s >= e)
+            continue;
+        u64 range[3] = {encl->secs_epc, s, e};
+        long ret = hypercall2(HC_SHARED_MEMORY_INVALID_START, (unsigned long)range, 0);
+        if (ret)
+            printk("hyper_enclave: shared memory [%#lx-%#lx] invalidation failed: error %ld\n",
+                   s, e - 1, ret);
+        else
+            encl->invalidating++;
+    }
+}
+
+static void shared_invalidate_end(struct mmu_notifier *mn, u64 start, u64 end)
+{
+    (void)start, (void)end;
+    struct he_encl *encl = (struct he_encl *)mn;
+    for (; encl->invalidating; encl->invalidating--)
+        hypercall2(HC_SHARED_MEMORY_INVALID_END, encl->secs_epc, 0);
+}
+
+static const struct mmu_notifier_ops shared_memory_mn_ops = {
+    .invalidate_range_start = shared_invalidate_start,
+    .invalidate_range_end = shared_invalidate_end,
+};
 
 static long he_ioc_add_shared_memory(struct he_encl *encl,
                                      const struct he_enclave_shared_memory *arg)
 {
     if (!encl->initialized)
         return -EINVAL;
+    if (encl->nr_shared == HE_MAX_SHARED)
+        return -ENOSPC;
     u64 range[3] = {encl->secs_epc, arg->addr, arg->addr + arg->size};
     long ret = hypercall2(HC_SHARED_MEMORY_ADD, (unsigned long)range, 0);
-    if (ret)
+    if (ret) {
         printk("hyper_enclave: ADD_SHARED_MEMORY [%#lx+%#lx] failed: error %ld\n", arg->addr,
                arg->size, ret);
-    return ret;
+        return ret;
+    }
+    if (!encl->nr_shared) {
+        encl->mn.ops = &shared_memory_mn_ops;
+        mmu_notifier_register(&encl->mn, encl->pml4);
+    }
+    encl->shared[encl->nr_shared].start = range[1];
+    encl->shared[encl->nr_shared++].end = range[2];
+    return 0;
+}
+
+static long he_ioc_remove_shared_memory(struct he_encl *encl,
+                                        const struct he_enclave_shared_memory *arg)
+{
+    if (!encl->initialized)
+        return -EINVAL;
+    u64 range[3] = {encl->secs_epc, arg->addr, arg->addr + arg->size};
+    long ret = hypercall2(HC_SHARED_MEMORY_REMOVE, (unsigned long)range, 0);
+    if (ret) {
+        printk("hyper_enclave: REMOVE_SHARED_MEMORY [%#lx+%#lx] failed: error %ld\n",
+               arg->addr, arg->size, ret);
+        return ret;
+    }
+    for (int i = 0; i < encl->nr_shared; i++) {
+        if (encl->shared[i].start == range[1] && encl->shared[i].end == range[2]) {
+            encl->shared[i] = encl->shared[--encl->nr_shared];
+            break;
+        }
+    }
+    if (!encl->nr_shared)
+        mmu_notifier_unregister(&encl->mn);
+    return 0;
 }
 
 static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
@@ -269,11 +353,13 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
         struct he_enclave_add_page add;
         struct he_enclave_init init;
         struct he_enclave_shared_memory shared;
+        struct he_exception_fixup fixup;
     } arg;
     if (!hyper_enclave_enabled())
         return -ENODEV;
     if (cmd != HE_IOC_ENCLAVE_CREATE && cmd != HE_IOC_ENCLAVE_ADD_PAGE &&
-        cmd != HE_IOC_ENCLAVE_INIT && cmd != HE_IOC_ADD_SHARED_MEMORY)
+        cmd != HE_IOC_ENCLAVE_INIT && cmd != HE_IOC_ADD_SHARED_MEMORY &&
+        cmd != HE_IOC_REMOVE_SHARED_MEMORY && cmd != HE_IOC_SET_EXCEPTION_FIXUP)
         return -ENOTTY;
     if (copy_from_user(&arg, (const void *)uarg, _IOC_SIZE(cmd)))
         return -EFAULT;
@@ -283,7 +369,25 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
         return he_ioc_add_page(f->private_data, &arg.add);
     if (cmd == HE_IOC_ADD_SHARED_MEMORY)
         return he_ioc_add_shared_memory(f->private_data, &arg.shared);
+    if (cmd == HE_IOC_REMOVE_SHARED_MEMORY)
+        return he_ioc_remove_shared_memory(f->private_data, &arg.shared);
+    if (cmd == HE_IOC_SET_EXCEPTION_FIXUP) {
+        current->sgx_aep = arg.fixup.aep;
+        current->sgx_fixup = arg.fixup.handler;
+        return 0;
+    }
     return he_ioc_init(f->private_data, &arg.init);
+}
+
+bool he_enclave_fixup_exception(struct pt_regs *r)
+{
+    if (!current || !current->sgx_fixup || r->rip != current->sgx_aep)
+        return false;
+    r->rdi = r->vector;
+    r->rsi = r->error_code;
+    r->rdx = r->vector == 14 ? read_cr2() : 0;
+    r->rip = current->sgx_fixup;
+    return true;
 }
 
 /* Destroy the enclave: the monitor scrubs its EPC pages, the process loses their mappings. */
@@ -314,6 +418,8 @@ static void he_destroy(struct he_encl *encl)
 static int he_release(struct file *f)
 {
     struct he_encl *encl = f->private_data;
+    if (encl->nr_shared)
+        mmu_notifier_unregister(&encl->mn);
     if (encl->secs_epc)
         he_destroy(encl);
     if (encl->pages)

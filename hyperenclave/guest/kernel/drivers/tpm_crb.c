@@ -2,9 +2,12 @@
  *
  * Commands are built here, in guest code, and go to the TPM through the CRB registers; the
  * matching TCG_PCR_EVENT2 is appended to the firmware's crypto-agile log, whose size the live
- * boot_params at BOOT_PARAMS_ADDR records for whoever exports the log. */
+ * boot_params at BOOT_PARAMS_ADDR records for whoever exports the log.
+ *
+ * /dev/tpm0 is Linux's raw TPM character device: write(2) one command, read(2) its response. */
 #include "tpm.h"
 #include "bootparam.h"
+#include "fs.h"
 
 #define CRB_LOC_STATE    0x00
 #define CRB_LOC_CTRL     0x08
@@ -111,3 +114,39 @@ long tpm_measure(u32 pcr, u32 event_type, const u8 digest[SHA256_DIGEST_SIZE],
     live->eventlog_size += need;
     return 0;
 }
+
+/* /dev/tpm0: one command in flight, its response kept until read */
+static u8 tpm_dev_cmd[CRB_BUFFER_SIZE], tpm_dev_rsp[CRB_BUFFER_SIZE];
+static u32 tpm_dev_rsp_len;
+
+static long tpm_dev_write(struct file *f, const char *ubuf, u64 count)
+{
+    (void)f;
+    if (count < 10 || count > sizeof(tpm_dev_cmd))
+        return -EINVAL;
+    if (copy_from_user(tpm_dev_cmd, ubuf, count))
+        return -EFAULT;
+    long rc = tpm_transmit(tpm_dev_cmd, (u32)count, tpm_dev_rsp, sizeof(tpm_dev_rsp));
+    if (rc < 0)
+        return rc;
+    tpm_dev_rsp_len = get_be32(tpm_dev_rsp + 2);
+    return (long)count;
+}
+
+static long tpm_dev_read(struct file *f, char *ubuf, u64 count)
+{
+    (void)f;
+    u64 n = MIN(count, (u64)tpm_dev_rsp_len);
+    if (n && copy_to_user(ubuf, tpm_dev_rsp, n))
+        return -EFAULT;
+    tpm_dev_rsp_len = 0;
+    return (long)n;
+}
+
+static const struct file_operations tpm_dev_fops = {.read = tpm_dev_read, .write = tpm_dev_write};
+
+static int tpm_dev_init(void)
+{
+    return register_device("/dev/tpm0", &tpm_dev_fops, NULL);
+}
+device_initcall(tpm_dev_init);

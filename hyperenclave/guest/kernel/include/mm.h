@@ -61,6 +61,23 @@ u64 unmap_page(u64 *pml4, u64 va);                  /* returns the old PTE */
  * with the needed rights (user, and writable if `write`). */
 u64 user_virt_to_phys(u64 *pml4, u64 va, bool write);
 
+/* ---- MMU notifiers (kernel/mm/mmu_notifier.c): hear about changes to a user page table ---- */
+struct mmu_notifier;
+struct mmu_notifier_ops {
+    void (*invalidate_range_start)(struct mmu_notifier *mn, u64 start, u64 end);
+    void (*invalidate_range_end)(struct mmu_notifier *mn, u64 start, u64 end);
+};
+struct mmu_notifier {
+    const struct mmu_notifier_ops *ops;
+    u64 *pml4;                  /* the page table it watches */
+    struct mmu_notifier *next;
+};
+void mmu_notifier_register(struct mmu_notifier *mn, u64 *pml4);
+void mmu_notifier_unregister(struct mmu_notifier *mn);
+/* Around a change of [start, end) in `pml4` (munmap): the pages may be freed in between. */
+void mmu_notifier_invalidate_range_start(u64 *pml4, u64 start, u64 end);
+void mmu_notifier_invalidate_range_end(u64 *pml4, u64 start, u64 end);
+
 /* MMIO below 4 GiB is in the direct map, uncached (PCD|PWT) where there is no RAM. */
 static inline volatile void *ioremap(u64 pa) { return (volatile void *)__va(pa); }
 static inline u32 readl(const volatile void *a) { return *(const volatile u32 *)a; }

@@ -18,7 +18,7 @@ static inline bool user_mode(const struct pt_regs *r) { return (r->cs & 3) == 3;
 
 #define TASK_COMM_LEN  16
 #define NR_TASKS       32
-#define NR_OPEN        16
+#define NR_OPEN        128     /* e.g. 64 enclaves, one file each, in one process */
 #define MAX_VMAS       16
 #define KSTACK_PAGES   4
 #define TIMESLICE_TICKS 5
@@ -60,6 +60,7 @@ struct task {
     int nr_vmas;
     struct file *files[NR_OPEN];
     void *priv;              /* for drivers (e.g. per-process enclave state) */
+    u64 sgx_aep, sgx_fixup;  /* exceptions at this AEP go to the enclave runtime's fixup */
 };
 
 extern struct task *current;

@@ -1,0 +1,1 @@
+"""Tools that look at a machine from outside (the console)."""

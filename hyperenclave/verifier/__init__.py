@@ -1,0 +1,6 @@
+"""The open attestation verifier: TPM quote, event log and enclave quote against a policy."""
+
+from .policy import Policy, PolicyError
+from .verify import CHECKS, verify
+
+__all__ = ["CHECKS", "Policy", "PolicyError", "verify"]
