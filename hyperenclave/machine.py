@@ -304,13 +304,19 @@ class Machine:
             raise MachineError("no TPM quote: the monitor has not launched on this boot")
         return tpm.quote(nonce, pcrs)
 
-    def export_evidence(self, out: str | os.PathLike[str], nonce: bytes | None = None) -> Path:
-        """serial.log, eventlog.bin, pcrs.json and monitor.log, as boot.py promises; once the
-        monitor has launched also the TPM quote (with `nonce`, default 32 random bytes) and
-        what verifies it: quote.msg, quote.sig, pcrs.ser, nonce.bin, ak.pub.pem, ak.crt.pem,
-        ca.crt.pem."""
+    def export_evidence(self, out: str | os.PathLike[str], nonce: bytes | None = None, *,
+                        tpm_evidence: bool = True) -> Path:
+        """serial.log and monitor.log, as boot.py promises, and with `tpm_evidence` eventlog.bin,
+        pcrs.json and, once the monitor has launched, the TPM quote (with `nonce`, default 32
+        random bytes) and what verifies it: quote.msg, quote.sig, pcrs.ser, nonce.bin,
+        ak.pub.pem, ak.crt.pem, ca.crt.pem. Without it the TPM files already in `out` (from an
+        attestation, which they must keep matching) are left alone."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        (out / "serial.log").write_bytes(bytes(self.uart.output))
+        (out / "monitor.log").write_text("".join(line + "\n" for line in self.monitor.log_lines))
+        if not tpm_evidence:
+            return out
         for name in QUOTE_FILES:
             (out / name).unlink(missing_ok=True)       # never leave an older boot's quote
         tpm = self.monitor.tpm
@@ -318,11 +324,9 @@ class Machine:
             self.quote(nonce if nonce is not None else os.urandom(32)).write(out)
             assert tpm is not None                     # quote() raised otherwise
             tpm.write_credentials(out)
-        (out / "serial.log").write_bytes(bytes(self.uart.output))
         log_bytes = self.eventlog_bytes()
         parse_eventlog(log_bytes)  # refuse to export a log we cannot read back
         (out / "eventlog.bin").write_bytes(log_bytes)
         pcrs = {"sha256": {str(i): v.hex() for i, v in self.pcrs().items()}}
         (out / "pcrs.json").write_text(json.dumps(pcrs, indent=2) + "\n")
-        (out / "monitor.log").write_text("".join(line + "\n" for line in self.monitor.log_lines))
         return out

@@ -17,17 +17,24 @@ shows the last console lines.
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .machine import (DEFAULT_CMDLINE, Machine, MachineConfig, MachineError, MachineTimeout,
                       RunResult, default_boot_images)
 from .platform.memory import parse_size
 from .tpm.eventlog import Event, parse_eventlog
+
+if TYPE_CHECKING:
+    from .platform.firmware.measured_boot import BootImages
+    from .sdk.signer import SignedEnclave
 
 PROMPT = b"\n# "
 _EXIT_LINE = re.compile(rb"\] (\S+)\[(\d+)\] (?:exited with status (\d+)|killed by signal (\d+))")
@@ -35,6 +42,10 @@ _EXIT_LINE = re.compile(rb"\] (\S+)\[(\d+)\] (?:exited with status (\d+)|killed 
 
 class GuestStopped(MachineError):
     """The guest powered off, reset or crashed while something was awaited."""
+
+
+class AttestationError(MachineError):
+    """No evidence could be collected (the verdict on evidence is the verifier's, not this)."""
 
 
 class ProgramFailed(MachineError):
@@ -59,6 +70,18 @@ class CommandResult:
                 else f"exited with status {self.status}")
 
 
+def boot_images(*, rc: list[str] | str | None = None, files: dict[str, bytes] | None = None,
+                programs: dict[str, object] | None = None, rebuild: bool = False) -> BootImages:
+    """The guest images Session.start builds: the default guest, the SDK samples and the monitor
+    image, with /etc/rc replaced by `rc` (a list of lines or a string) and `files`/`programs`
+    added. For scenarios that boot images they changed (a tampered kernel, say)."""
+    extra = dict(files or {})
+    if rc is not None:
+        lines = rc.splitlines() if isinstance(rc, str) else list(rc)
+        extra["/etc/rc"] = "".join(line + "\n" for line in lines).encode()
+    return default_boot_images(rebuild=rebuild, extra_files=extra, extra_programs=programs)
+
+
 class Session:
     """A booted machine running in the background, with its shell on the serial console."""
 
@@ -69,6 +92,8 @@ class Session:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.result: RunResult | None = None
+        #: evidence directories attest() wrote (export_evidence keeps their TPM files)
+        self.attested: set[Path] = set()
         #: called with this session after the guest stopped, before swtpm and memory go
         self.before_shutdown: list[Callable[[Session], None]] = []
         machine.uart.listeners.append(self._on_byte)
@@ -78,24 +103,24 @@ class Session:
     def start(cls, *, name: str = "session", memory: int | str = "1G",
               cmdline: str = DEFAULT_CMDLINE, state_dir: str | Path | None = None,
               rc: list[str] | str | None = None, files: dict[str, bytes] | None = None,
-              programs: dict[str, object] | None = None, echo_serial: bool = False,
-              boot_timeout: float = 60.0, **config: Any) -> Session:
+              programs: dict[str, object] | None = None, images: BootImages | None = None,
+              echo_serial: bool = False, boot_timeout: float = 60.0,
+              **config: Any) -> Session:
         """Build, boot and start a machine, then wait until its shell prompts (after /etc/rc).
 
         `rc`: the programs /etc/rc runs before the shell (default: the image's own rc);
-        `files`/`programs`: extra initramfs files and C/asm programs built into /bin."""
-        extra = dict(files or {})
-        if rc is not None:
-            lines = rc.splitlines() if isinstance(rc, str) else list(rc)
-            extra["/etc/rc"] = "".join(line + "\n" for line in lines).encode()
+        `files`/`programs`: extra initramfs files and C/asm programs built into /bin;
+        `images`: boot exactly these (see `boot_images`) instead."""
+        if images is not None and (rc is not None or files or programs):
+            raise ValueError("give either images or rc/files/programs, not both")
         if " shell" not in f" {cmdline}":
             cmdline = f"{cmdline} shell"
         cfg = MachineConfig(name=name, memory=parse_size(memory) if isinstance(memory, str)
                             else memory, cmdline=cmdline,
                             state_dir=Path(state_dir) if state_dir else None,
                             echo_serial=echo_serial, **config)
-        machine = Machine(cfg, default_boot_images(rebuild=cfg.rebuild, extra_files=extra,
-                                                   extra_programs=programs))
+        machine = Machine(cfg, images or boot_images(rc=rc, files=files, programs=programs,
+                                                     rebuild=cfg.rebuild))
         try:
             machine.boot()
             session = cls(machine)
@@ -214,6 +239,52 @@ class Session:
         """VM-exit counters per exit reason name."""
         return {r.name: n for r, n in sorted(self.machine.monitor.exit_counts.items())}
 
+    # ------------------------------------------------------------------ attestation
+    def attest(self, app: str, *, expect: SignedEnclave | None = None,
+               mr_enclave: list[bytes] | None = None, mr_signer: list[bytes] | None = None,
+               out: str | Path | None = None, nonce: str | None = None,
+               reference: BootImages | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """Challenge-response remote attestation of the enclave that host program `app` runs:
+        a fresh nonce, `APP --quote NONCE` prints the quote bundle the monitor's quote hypercall
+        made, the host's event log and PCRs join it in `out`, and the open verifier appraises it
+        against a policy trusting this machine's attestation CA, the enclave `expect` (or the
+        given MRENCLAVE/MRSIGNER lists) and the reference digests of `reference` (default: the
+        images this machine booted) and of this tree's monitor image. Returns the verdict
+        (also out/verdict.json; the policy is out/policy.json)."""
+        from .tpm.attestation_ca import CA_CERT_FILE
+        from .verifier import Policy, verify
+        from .verifier.reference import reference_digests, reference_policy
+        from .vmm.image import build_monitor_image
+        from .vmm.quote import QuoteBundle, QuoteFormatError
+        nonce = nonce or secrets.token_hex(16)
+        result = self.sh(f"{app} --quote {nonce}", timeout)
+        hexdata = "".join(re.findall(r"^\S+: quote ([0-9a-f]+)$", result.output, re.M))
+        if not hexdata:
+            raise AttestationError(f"{app!r} printed no quote; its output:\n{result.output}")
+        try:
+            bundle = QuoteBundle.from_bytes(bytes.fromhex(hexdata))
+        except (QuoteFormatError, ValueError) as e:
+            raise AttestationError(f"{app!r} printed a malformed quote bundle: {e}") from None
+        where = Path(out) if out else Path(tempfile.mkdtemp(prefix="hyperenclave-evidence-"))
+        where.mkdir(parents=True, exist_ok=True)
+        bundle.write(where)
+        (where / "eventlog.bin").write_bytes(self.machine.eventlog_bytes())
+        pcrs = {"sha256": {str(i): v.hex() for i, v in self.pcrs().items()}}
+        (where / "pcrs.json").write_text(json.dumps(pcrs, indent=2) + "\n")
+        if expect is not None:
+            mr_enclave = [*(mr_enclave or []), expect.mrenclave]
+            mr_signer = [*(mr_signer or []), expect.mrsigner]
+        if self.machine.monitor.tpm is None:
+            raise AttestationError("the monitor has no TPM anchor (not launched?)")
+        policy = reference_policy(
+            nonce=nonce.encode(), ca_cert=self.machine.monitor.tpm.ca_dir / CA_CERT_FILE,
+            mr_enclave=mr_enclave, mr_signer=mr_signer,
+            digests=reference_digests(reference or self.machine.images,
+                                      self.machine.config.cmdline, build_monitor_image()))
+        (where / "policy.json").write_text(json.dumps(policy, indent=2) + "\n")
+        self.attested.add(where.resolve())
+        return verify(where, Policy.from_json(policy))
+
     # ------------------------------------------------------------------ TPM and evidence
     def pcrs(self) -> dict[int, bytes]:
         return self.machine.pcrs()
@@ -225,7 +296,9 @@ class Session:
         return self._output.decode(errors="replace")
 
     def export_evidence(self, out: str | Path) -> Path:
-        return self.machine.export_evidence(out)
+        """The machine's evidence files; where attest() wrote evidence, its TPM files stay."""
+        return self.machine.export_evidence(
+            out, tpm_evidence=Path(out).resolve() not in self.attested)
 
     # ------------------------------------------------------------------ ending
     def poweroff(self, timeout: float = 30.0) -> RunResult:

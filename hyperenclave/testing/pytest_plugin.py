@@ -62,8 +62,9 @@ class MachineFactory:
 
     def __call__(self, *, rc: str | list[str] | None = None, files: dict[str, bytes] | None = None,
                  programs: dict[str, object] | None = None, **options: Any) -> Machine:
-        from hyperenclave.machine import Machine, MachineConfig, default_boot_images
+        from hyperenclave.machine import Machine, MachineConfig
         from hyperenclave.platform.memory import parse_size
+        from hyperenclave.session import boot_images
         unknown = set(options) - {f.name for f in fields(MachineConfig)}
         if unknown:
             raise TypeError(f"unknown machine option(s) {', '.join(sorted(unknown))}; "
@@ -72,12 +73,8 @@ class MachineFactory:
             options["memory"] = parse_size(options["memory"])
         options.setdefault("name", f"m{len(self._machines)}")
         options.setdefault("state_dir", self._tmp / "state" / options["name"])
-        extra = dict(files or {})
-        if rc is not None:
-            lines = rc.splitlines() if isinstance(rc, str) else list(rc)
-            extra["/etc/rc"] = "".join(line + "\n" for line in lines).encode()
-        images = default_boot_images(extra_files=extra, extra_programs=programs)
-        machine = Machine(MachineConfig(**options), images)
+        machine = Machine(MachineConfig(**options),
+                          boot_images(rc=rc, files=files, programs=programs))
         self._machines.append(machine)
         return machine
 

@@ -35,6 +35,8 @@
 #include <stdint.h>
 
 #define HE_ECMD_ORET    (-2L)       /* EENTER RDI: return from an OCALL */
+#define HE_ECALL_REPORT (-3L)       /* EENTER RDI: the runtime's own ECALL: struct
+                                       he_report_request in, the 432-byte REPORT out */
 #define HE_OCALL_ERET   (-1L)       /* EEXIT RDI: the ECALL returns */
 
 /* Statuses, with the SGX SDK's values (sgx_error.h). */
@@ -51,6 +53,11 @@
 #define SGX_ERROR_INVALID_ENCLAVE       0x2001
 #define SGX_ERROR_INVALID_SIGNATURE     0x2003
 #define SGX_ERROR_NO_DEVICE             0x2006
+#define SGX_ERROR_MAC_MISMATCH          0x3001  /* a sealed blob's tag does not verify */
+#define SGX_ERROR_INVALID_ATTRIBUTE     0x3002
+#define SGX_ERROR_INVALID_CPUSVN        0x3003
+#define SGX_ERROR_INVALID_ISVSVN        0x3004
+#define SGX_ERROR_INVALID_KEYNAME       0x3005
 
 static inline const char *he_status_name(long status)
 {
@@ -68,9 +75,18 @@ static inline const char *he_status_name(long status)
     case SGX_ERROR_INVALID_ENCLAVE: return "SGX_ERROR_INVALID_ENCLAVE";
     case SGX_ERROR_INVALID_SIGNATURE: return "SGX_ERROR_INVALID_SIGNATURE";
     case SGX_ERROR_NO_DEVICE: return "SGX_ERROR_NO_DEVICE";
+    case SGX_ERROR_MAC_MISMATCH: return "SGX_ERROR_MAC_MISMATCH";
+    case SGX_ERROR_INVALID_ATTRIBUTE: return "SGX_ERROR_INVALID_ATTRIBUTE";
+    case SGX_ERROR_INVALID_CPUSVN: return "SGX_ERROR_INVALID_CPUSVN";
+    case SGX_ERROR_INVALID_ISVSVN: return "SGX_ERROR_INVALID_ISVSVN";
+    case SGX_ERROR_INVALID_KEYNAME: return "SGX_ERROR_INVALID_KEYNAME";
     default: return "unknown status";
     }
 }
+
+/* KEYREQUEST.KEYPOLICY (sgx_key.h): which identity a SEAL key binds. */
+#define SGX_KEYPOLICY_MRENCLAVE 0x0001
+#define SGX_KEYPOLICY_MRSIGNER  0x0002
 
 /* A marshalling area: this header, then `size` bytes of arguments and results. */
 struct he_ms {
@@ -81,6 +97,16 @@ struct he_ms {
     uint8_t data[];
 };
 _Static_assert(sizeof(struct he_ms) == 32, "marshalling header");
+
+/* HE_ECALL_REPORT's input: EREPORT for `target_info` (e.g. HyperEnclave's pseudo-QE, whose
+ * quote hypercall turns the REPORT into a quote) carrying `report_data`. */
+#define SGX_TARGETINFO_SIZE 512
+#define SGX_REPORT_DATA_SIZE 64
+#define SGX_REPORT_SIZE 432
+struct he_report_request {
+    uint8_t target_info[SGX_TARGETINFO_SIZE];
+    uint8_t report_data[SGX_REPORT_DATA_SIZE];
+};
 
 /* The global `he_enclave_config` of every enclave, filled in by the signer before measuring. */
 #define HE_CONFIG_MAGIC 0x4749464e4f434548ULL       /* "HECONFIG" */

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "he_crypto.h"
 #include "he_edge.h"
 #include "lib.h"
 
@@ -47,6 +48,54 @@ long he_ms_out(struct he_ms *ms, const void *src, size_t n);
  * bytes come back into `out` and the app's return value into *ret. Returns a status. */
 long he_ocall(unsigned long index, const void *in, size_t in_size, void *out, size_t out_size,
               long *ret);
+
+/* EREPORT: a REPORT of this enclave for the enclave `target_info` names, carrying
+ * `report_data` (SGX_TARGETINFO_SIZE, SGX_REPORT_DATA_SIZE and SGX_REPORT_SIZE bytes, anywhere in
+ * enclave memory; the runtime aligns them as the instruction requires). An app gets the same
+ * through the runtime's own ECALL HE_ECALL_REPORT. */
+long he_report(const void *target_info, const void *report_data, void *report);
+
+/* Sealing (trts/seal.c), after the SGX SDK's sgx_seal_data: data encrypted for this enclave
+ * (SGX_KEYPOLICY_MRENCLAVE) or for every enclave of its signer (SGX_KEYPOLICY_MRSIGNER) on this
+ * platform, with keys from EGETKEY(SEAL). A sealed blob is
+ *
+ *   struct he_sealed_header | ciphertext (payload_size bytes) | tag (16 bytes)
+ *
+ * The SEAL key binds the header's policy, ISVSVN, CPUSVN and KEYID (16 random bytes from RDRAND,
+ * zero-extended to KEYREQUEST's 32, so every blob has its own key); two keys are derived from it
+ * with AES-CMAC ("HE seal v1 encryption key" / "HE seal v1 MAC key"): AES-128-CTR encrypts the
+ * payload from counter block 0 (the key is used once), AES-CMAC over header and ciphertext is
+ * the tag (encrypt-then-MAC). Unsealing asks EGETKEY for the key the header names (so data
+ * sealed by an older ISVSVN still opens), checks the tag in constant time and only then
+ * decrypts: a modified blob, another enclave's under MRENCLAVE policy, or one sealed under
+ * another platform root secret gives SGX_ERROR_MAC_MISMATCH. */
+#define HE_SEALED_MAGIC 0x314c5348          /* "HSL1" */
+#define HE_SEAL_KEY_ID_SIZE 16
+#define HE_SEALED_TAG_SIZE 16
+struct he_sealed_header {                   /* little-endian, covered by the tag */
+    uint32_t magic;
+    uint16_t key_policy;                    /* SGX_KEYPOLICY_* */
+    uint16_t isv_svn;                       /* of the sealing enclave (its REPORT) */
+    uint8_t cpu_svn[16];                    /* of the platform when sealed (the REPORT's) */
+    uint8_t key_id[HE_SEAL_KEY_ID_SIZE];
+    uint32_t payload_size;
+};
+_Static_assert(sizeof(struct he_sealed_header) == 44, "sealed blob header");
+#define HE_SEALED_OVERHEAD (sizeof(struct he_sealed_header) + HE_SEALED_TAG_SIZE)
+
+/* EGETKEY(SEAL) for `policy` (MRENCLAVE and/or MRSIGNER) with KEYREQUEST.KEYID = key_id, this
+ * enclave's ISVSVN and the CPUSVN from its own REPORT, the SGX SDK's default attribute and
+ * MISCSELECT masks. SGX_SUCCESS, SGX_ERROR_INVALID_PARAMETER, or EGETKEY's error as the SDK
+ * names it (SGX_ERROR_INVALID_ISVSVN, ...). */
+long he_get_seal_key(uint16_t policy, const uint8_t key_id[32], uint8_t key[16]);
+/* Seal data[0:n] into blob (blob_size >= n + HE_SEALED_OVERHEAD; *blob_length set). All
+ * buffers inside ELRANGE; data and blob must not overlap. */
+long he_seal_data(uint16_t policy, const void *data, size_t n, void *blob, size_t blob_size,
+                  size_t *blob_length);
+/* Check and decrypt a blob into out (out_size >= its payload, no overlap; *n set). SGX_SUCCESS,
+ * SGX_ERROR_INVALID_PARAMETER (not a blob, sizes), SGX_ERROR_MAC_MISMATCH, or EGETKEY's error
+ * (SGX_ERROR_INVALID_ISVSVN for a blob of a newer version of the enclave). */
+long he_unseal_data(const void *blob, size_t blob_size, void *out, size_t out_size, size_t *n);
 
 /* The heap (the pages the signer's config gave it). */
 void *he_malloc(size_t size);

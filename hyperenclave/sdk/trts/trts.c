@@ -148,6 +148,36 @@ long he_ocall(unsigned long index, const void *in, size_t in_size, void *out, si
     return status;
 }
 
+long he_report(const void *target_info, const void *report_data, void *report)
+{
+    /* EREPORT wants TARGETINFO and REPORT 512-byte aligned, REPORTDATA 128-byte aligned */
+    uint8_t ti[SGX_TARGETINFO_SIZE] __attribute__((aligned(512)));
+    uint8_t rd[SGX_REPORT_DATA_SIZE] __attribute__((aligned(128)));
+    uint8_t out[512] __attribute__((aligned(512)));
+    if (!he_is_within_enclave(target_info, sizeof(ti)) ||
+        !he_is_within_enclave(report_data, sizeof(rd)) ||
+        !he_is_within_enclave(report, SGX_REPORT_SIZE))
+        return SGX_ERROR_INVALID_PARAMETER;
+    memcpy(ti, target_info, sizeof(ti));
+    memcpy(rd, report_data, sizeof(rd));
+    __asm__ volatile("enclu" : : "a"(0L), "b"(ti), "c"(rd), "d"(out) : "memory", "cc");
+    memcpy(report, out, SGX_REPORT_SIZE);
+    return SGX_SUCCESS;
+}
+
+/* HE_ECALL_REPORT: the app's way to a REPORT, e.g. for the quote hypercall. */
+static long report_ecall(struct he_ms *ms)
+{
+    struct he_report_request request;
+    uint8_t report[SGX_REPORT_SIZE];
+    long status = he_ms_in(ms, &request, sizeof(request));
+    if (!status)
+        status = he_report(request.target_info, request.report_data, report);
+    if (!status)
+        status = he_ms_out(ms, report, sizeof(report));
+    return status;
+}
+
 /* The marshalling area named by an ECALL: header copied in once, all of it outside ELRANGE. */
 static long enter_ms(struct he_thread_data *td, uintptr_t ms)
 {
@@ -192,11 +222,12 @@ struct he_status_info he_trts_entry(struct he_thread_data *td, uint64_t cssa, lo
     }
     if (td->ocall_rsp)
         return (struct he_status_info){SGX_ERROR_ECALL_NOT_ALLOWED, 0};
-    if (index < 0 || (unsigned long)index >= he_ecall_count)
+    if (index != HE_ECALL_REPORT && (index < 0 || (unsigned long)index >= he_ecall_count))
         return (struct he_status_info){SGX_ERROR_INVALID_FUNCTION, 0};
     long status = enter_ms(td, ms);
     if (!status)
-        status = he_ecall_table[index]((struct he_ms *)ms);
+        status = index == HE_ECALL_REPORT ? report_ecall((struct he_ms *)ms)
+                                          : he_ecall_table[index]((struct he_ms *)ms);
     td->ms_start = td->ms_end = 0;
     return (struct he_status_info){status, 0};
 }

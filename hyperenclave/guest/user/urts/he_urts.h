@@ -59,6 +59,14 @@ long he_ecall(struct he_enclave *e, long index, struct he_ms *ms);
  * it, every other register is clobbered. he_ecall's building block, also for hand-written
  * enclaves with their own conventions. */
 void he_enclu_enter(uint64_t tcs, long *rdi, uint64_t *rsi, uint64_t *rdx);
+/* Remote attestation: the enclave's REPORT (runtime ECALL HE_ECALL_REPORT) for HyperEnclave's
+ * pseudo-QE with REPORTDATA = `nonce` (1-64 bytes, zero-padded), turned into a quote bundle by
+ * the monitor's quote hypercall (0x8000_000d): up to `size` bytes at `out`, *length set. Returns
+ * SGX_SUCCESS, the ECALL's status, or SGX_ERROR_UNEXPECTED after printing the hypercall's error. */
+long he_quote(struct he_enclave *e, const void *nonce, size_t n, uint8_t *out, size_t size,
+              size_t *length);
+/* Print a quote bundle as "WHO: quote <hex>" lines (32 bytes each), for the verifier. */
+void he_print_quote(const char *who, const uint8_t *quote, size_t length);
 /* Close the enclave's device: the driver destroys it and scrubs its EPC pages. */
 void he_enclave_destroy(struct he_enclave *e);
 

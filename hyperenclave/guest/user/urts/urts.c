@@ -279,6 +279,52 @@ long he_ecall(struct he_enclave *e, long index, struct he_ms *ms)
     return (long)rsi;
 }
 
+#define HC_ENCLAVE_QUOTE 0x8000000dUL   /* RDI = REPORT, RSI = out, RDX = size, RCX = &length */
+
+long he_quote(struct he_enclave *e, const void *nonce, size_t n, uint8_t *out, size_t size,
+              size_t *length)
+{
+    struct he_report_request *request = (struct he_report_request *)e->ms->data;
+    if (!n || n > SGX_REPORT_DATA_SIZE || e->ms_buf_size < sizeof(struct he_ms) + sizeof(*request))
+        return SGX_ERROR_INVALID_PARAMETER;
+    memset(request, 0, sizeof(*request));
+    /* HyperEnclave's pseudo-QE (hyperenclave/vmm/quote.py QUOTING_TARGET): MRENCLAVE 0xEE x 32,
+     * ATTRIBUTES.FLAGS INIT, XFRM x87|SSE */
+    memset(request->target_info, 0xee, 32);
+    request->target_info[32] = 1;
+    request->target_info[40] = 3;
+    memcpy(request->report_data, nonce, n);
+    e->ms->in_size = sizeof(*request);
+    long status = he_ecall(e, HE_ECALL_REPORT, e->ms);
+    if (status)
+        return status;
+    uint8_t report[SGX_REPORT_SIZE];
+    memcpy(report, e->ms->data, sizeof(report));
+    unsigned long got = 0;
+    long ret;
+    __asm__ volatile("vmcall"
+                     : "=a"(ret)
+                     : "a"(HC_ENCLAVE_QUOTE), "D"(report), "S"(out), "d"(size), "c"(&got)
+                     : "memory");
+    if (ret) {
+        printf("%s: %s: the quote hypercall failed: %s\n", e->who, e->path, strerror((int)-ret));
+        return SGX_ERROR_UNEXPECTED;
+    }
+    *length = got;
+    return SGX_SUCCESS;
+}
+
+void he_print_quote(const char *who, const uint8_t *quote, size_t length)
+{
+    for (size_t at = 0; at < length; at += 32) {
+        char hex[65];
+        size_t end = at + 32 < length ? at + 32 : length;
+        for (size_t i = at; i < end; i++)
+            snprintf(hex + 2 * (i - at), 3, "%02x", quote[i]);
+        printf("%s: quote %s\n", who, hex);
+    }
+}
+
 void he_enclave_destroy(struct he_enclave *e)
 {
     if (e->dev >= 0)
