@@ -189,11 +189,13 @@ class Session:
 
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 30.0, *,
                  since: int = 0) -> re.Match[str]:
-        """The first console match of `pattern` (searched from byte `since` of the output)."""
+        """The first console match of `pattern` in complete lines (from byte `since` of the
+        output): a line still being printed could match only part of what it will say."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
 
         def find(out: bytearray) -> re.Match[str] | None:
-            return regex.search(out[since:].decode(errors="replace"))
+            end = out.rfind(b"\n") + 1
+            return regex.search(out[since:end].decode(errors="replace")) if end > since else None
         return self._wait(find, timeout, f"console output matching {regex.pattern!r}")
 
     def sh(self, command: str, timeout: float = 60.0, *, check: bool = True) -> CommandResult:
