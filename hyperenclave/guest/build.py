@@ -21,11 +21,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..progress import progress
 from .initramfs import make_initramfs, normalize_path
 
 log = logging.getLogger(__name__)
@@ -186,11 +187,13 @@ def default_cache_root() -> Path:
 
 
 class _Builder:
-    def __init__(self, tc: _Toolchain, out: Path) -> None:
+    def __init__(self, tc: _Toolchain, out: Path,
+                 advance: Callable[[int], None] = lambda n: None) -> None:
         self.tc = tc
         self.out = out
         self.obj = out / "obj"
         self.jobs = max(1, os.cpu_count() or 1)
+        self.advance = advance          # one step per source compiled (a progress bar)
 
     def cflags(self, base: Sequence[str], cwd: Path) -> list[str]:
         flags = [f"-I{GUEST_DIR / f[2:]}" if f.startswith("-I") else f for f in base]
@@ -211,8 +214,11 @@ class _Builder:
             obj = self.obj / tag / (name + ".o")
             obj.parent.mkdir(parents=True, exist_ok=True)
             jobs.append((cwd, [self.tc.gcc, *self.cflags(flags, cwd), "-c", rel, "-o", str(obj)]))
+        def run(job: tuple[Path, list[str]]) -> None:
+            _run(job[1], cwd=job[0])
+            self.advance(1)
         with ThreadPoolExecutor(self.jobs) as pool:
-            list(pool.map(lambda job: _run(job[1], cwd=job[0]), jobs))
+            list(pool.map(run, jobs))
         return [Path(cmd[-1]) for _, cmd in jobs]
 
     def link(self, script: str, objs: Sequence[Path], out: Path) -> Path:
@@ -325,12 +331,13 @@ def build_guest(rebuild: bool = False, cache_dir: Path | None = None, *,
     os.chmod(tmp, 0o755)
     try:
         log.info("building guest images in %s", tmp)
-        b = _Builder(tc, tmp)
-        kernel = b.kernel()
-        loader = b.loader()
         progs = {name: [GUEST_DIR / "user" / f"{name}.c"] for name in USER_PROGRAMS}
         progs.update(progs_in)
-        programs = b.programs(progs)
+        with progress("building guest images", unit="file") as advance:
+            b = _Builder(tc, tmp, advance)
+            kernel = b.kernel()
+            loader = b.loader()
+            programs = b.programs(progs)
         files = base_initramfs_files(programs)
         files.update(files_in)
         cpio = make_initramfs(files)

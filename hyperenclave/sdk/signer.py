@@ -42,6 +42,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from hyperenclave.progress import progress
 from hyperenclave.vmm.measure import EnclaveMeasurement
 from hyperenclave.vmm.sgx import (PAGE_SIZE, AttributeFlags, Attributes, PageFlags, PageType,
                                   SecInfo, SigStruct, Tcs)
@@ -56,6 +57,8 @@ XFRM_X87_SSE = 0x3
 #: SIGSTRUCT.ATTRIBUTEMASK by default: every attribute must match except INIT (EINIT sets it).
 DEFAULT_ATTRIBUTE_MASK = Attributes(0xFFFF_FFFF_FFFF_FFFF & ~AttributeFlags.INIT,
                                     0xFFFF_FFFF_FFFF_FFFF)
+#: Enclaves of at least this many pages (16 MiB) show a progress bar while measured.
+PROGRESS_PAGES = 4096
 #: SSA frames per thread in `EnclaveLayout.simple` (the SGX SDK's NSSA): room for one nested AEX.
 SIMPLE_NSSA = 2
 
@@ -126,8 +129,11 @@ class EnclaveLayout:
         self.validate()
         m = EnclaveMeasurement()
         m.ecreate(self.ssa_frame_size, self.size)
-        for page in self.pages:
-            m.add_pages(page.offset, page.data, page.secinfo, page.measured)
+        with progress("measuring the enclave", len(self.pages), unit="page",
+                      show=len(self.pages) >= PROGRESS_PAGES) as advance:
+            for page in self.pages:
+                m.add_pages(page.offset, page.data, page.secinfo, page.measured)
+                advance(1)
         return m.finalize()
 
     @classmethod
