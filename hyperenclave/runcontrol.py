@@ -7,7 +7,7 @@ slice, so a stop takes effect at the next slice boundary: `pause()` cuts the run
 are checked where the event happens, on the vCPU thread: a breakpoint is a Unicorn code hook
 bounded to its address (present only while breakpoints exist), "next VM exit" and "next
 hypercall" listen to the monitor's exits, "serial line" to the UART, and an enclave entry is
-seen when a slice ends inside an enclave it started outside of. Single steps are slices of
+a code hook over the enclave's ELRANGE while `until enclave` waits. Single steps are slices of
 one instruction with interrupts left pending (QEMU's gdbstub steps the same way), so a step
 inside an enclave runs the enclave's next instruction, not an AEX to a timer tick.
 
@@ -31,7 +31,7 @@ from .vmm.hypercall import code_name
 from .vmm.vmcs import ExitReason
 
 if TYPE_CHECKING:
-    from .machine import Machine, RunResult
+    from .machine import Machine
     from .platform.cpu import VCpu
 
 
@@ -140,10 +140,10 @@ class RunControl:
         self._steps = 0
         self._quit = False
         self._until: Until | None = None
-        self._entered_from_outside = False
+        self._manager: object | None = None              # the EnclaveManager we hook EINIT of
+        self._enclave_hooks: dict[int, int] = {}          # SECS -> code hook over its ELRANGE
         self._thread: threading.Thread | None = None
         self.last_stop: StopInfo | None = StopInfo("reset", "held at the first instruction")
-        self.result: "RunResult | None" = None
         self.stop_listeners: list[Callable[[StopInfo], None]] = []
         self.breakpoints: Breakpoints | None = None
 
@@ -159,21 +159,24 @@ class RunControl:
         m.line_listeners.append(self._on_line)
         self._state = RunState.PAUSED if paused else RunState.RUNNING
         self._quit = False
-        self.result = None
         self._thread = threading.Thread(target=self._run, name="machine", daemon=True)
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        result = None
+        info = None
         try:
             result = self.machine.run(timeout=None)
+            if result.state != "stopped":             # "stopped": the console ended the run
+                info = StopInfo(result.state, result.reason)
+        except Exception as err:     # a bug below the console: report it rather than hang
+            info = StopInfo("crashed", f"{type(err).__name__}: {err}")
+            raise
         finally:
             with self._cond:
-                self.result = result
                 self._state = RunState.FINISHED
-                if result is not None and result.state != "stopped":
-                    self._stopped(StopInfo(result.state, result.reason))
+                if info is not None:
+                    self._stopped(info)
                 self._cond.notify_all()
 
     def close(self) -> None:
@@ -192,6 +195,9 @@ class RunControl:
             m.monitor.exit_listeners.remove(self._on_exit)
         if self._on_line in m.line_listeners:
             m.line_listeners.remove(self._on_line)
+        self._unwatch_enclaves()
+        if self._manager is not None and self._on_einit in self._manager.initialized_hooks:
+            self._manager.initialized_hooks.remove(self._on_einit)
         if self.breakpoints is not None and m.cpu is not None:
             for number, _ in self.breakpoints.items():
                 self.breakpoints.delete(number)
@@ -271,10 +277,10 @@ class RunControl:
         self._want_pause = None
         self._steps = 0
         m = self.machine
-        runner = m.monitor.runner
-        self._entered_from_outside = runner is None or m.cpu.index not in runner.inside
         if self.breakpoints is not None:
             self.breakpoints.skip = m.cpu.rip
+        if until is not None and until.kind == "enclave":
+            self._watch_enclaves()
 
     def _check_not_finished(self) -> None:
         if self._state is RunState.FINISHED:
@@ -313,21 +319,47 @@ class RunControl:
                 if not self._steps:
                     self._want_pause = StopInfo("step", "", cpu.rip)
             if self._until is not None and self._until.kind == "enclave":
-                self._check_enclave_entry(cpu)
+                self._watch_enclaves()
 
-    def _check_enclave_entry(self, cpu: "VCpu") -> None:
+    # ------------------------------------------------------------------ `until enclave`
+    def _watch_enclaves(self) -> None:
+        """A code hook over each initialized enclave's ELRANGE: its first instruction stops the
+        guest, however the enclave was entered (ENCLU or hypercall, EENTER or ERESUME, in the
+        CPU loop or not). Runs between slices; an EINIT meanwhile cuts the slice short."""
+        manager = self.machine.monitor.enclaves
+        if manager is None:
+            return
+        if manager is not self._manager:
+            self._manager = manager
+            manager.initialized_hooks.append(self._on_einit)
+        uc = self.machine.cpu.uc
+        for secs, enclave in manager.enclaves.items():
+            if enclave.initialized and secs not in self._enclave_hooks \
+                    and self._until.value in (None, secs):
+                lo, hi = enclave.elrange
+                self._enclave_hooks[secs] = uc.hook_add(UC_HOOK_CODE, self._on_enclave_code,
+                                                        secs, lo, hi - 1)
+                uc.ctl_flush_tb()
+
+    def _unwatch_enclaves(self) -> None:
+        uc = self.machine.cpu.uc if self.machine.cpu is not None else None
+        for handle in self._enclave_hooks.values():
+            if uc is not None:
+                uc.hook_del(handle)
+        if self._enclave_hooks and uc is not None:
+            uc.ctl_flush_tb()
+        self._enclave_hooks.clear()
+
+    def _on_einit(self, _enclave: object) -> None:
+        if self._until is not None and self._until.kind == "enclave":
+            self.machine.cpu.timer.cut()           # hook it at the slice boundary
+
+    def _on_enclave_code(self, _uc: object, address: int, _size: int, secs: int) -> None:
         runner = self.machine.monitor.runner
-        thread = runner.inside.get(cpu.index) if runner is not None else None
-        if thread is None:
-            self._entered_from_outside = True
-            return
-        if not self._entered_from_outside or self._want_pause is not None:
-            return
-        secs = thread.enclave.secs_pa
-        if self._until.value is None or self._until.value == secs:
-            self._want_pause = StopInfo("enclave", f"entered enclave {secs:#x} on TCS "
-                                        f"{thread.tcs_la:#x}", cpu.rip)
-        self._entered_from_outside = False
+        thread = runner.inside.get(self.machine.cpu.index) if runner is not None else None
+        if thread is not None and thread.enclave.secs_pa == secs:
+            self._request_stop(StopInfo("enclave", f"entered enclave {secs:#x} on TCS "
+                                        f"{thread.tcs_la:#x}", address))
 
     def _stopped(self, info: StopInfo) -> None:
         """The machine thread parks (or the run ended): record why, tell the listeners. A pause
@@ -339,6 +371,7 @@ class RunControl:
         self.last_stop = info
         self._until = None
         self._steps = 0
+        self._unwatch_enclaves()
         for listener in self.stop_listeners:
             listener(info)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import enum
 import functools
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,12 +30,12 @@ from . import paging
 from .faultaddr import faulting_address
 from .memory import MemoryError_, PhysicalMemory
 from .paging import ACCESS_FETCH, ACCESS_READ, ACCESS_WRITE, PageFault
+from .translation_cache import TranslationCache
 from .uc_state import CpuStatePatcher
 
 if TYPE_CHECKING:
     from .devices.bus import IoBus
 
-_U64 = struct.Struct("<Q")
 MSR_EFER, MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000080, 0xC0000081, 0xC0000082, 0xC0000084
 RFLAGS_CF, RFLAGS_PF, RFLAGS_AF, RFLAGS_ZF, RFLAGS_SF = 1 << 0, 1 << 2, 1 << 4, 1 << 6, 1 << 7
 RFLAGS_OF = 1 << 11
@@ -78,15 +77,29 @@ class SecondStageFault(Exception):
 
 
 class SecondStage(Protocol):
-    """Guest-physical -> host-physical translation applied after the guest page walk."""
+    """Guest-physical -> host-physical translation applied after the guest page walk; also the
+    page walker's window on guest-physical memory (every table read goes through it, as in
+    nested paging), so a stage that caches its translations serves a walk without calls."""
 
     def translate(self, gpa: int, access: int) -> tuple[int, int]:
         """Return (host-physical page address, PROT_* bits) or raise SecondStageFault."""
         ...
 
+    def read_u64(self, gpa: int) -> int:
+        """A guest paging-structure entry; raises SecondStageFault or MemoryError_."""
+        ...
+
+    def write_u64(self, gpa: int, value: int) -> None:
+        """A guest paging-structure update (A/D bits)."""
+        ...
+
 
 class IdentityStage:
     """Before the monitor launches, guest-physical is host-physical."""
+
+    def __init__(self, memory: PhysicalMemory) -> None:
+        self.read_u64 = memory.read_u64
+        self.write_u64 = memory.write_u64
 
     def translate(self, gpa: int, access: int) -> tuple[int, int]:
         return gpa & ~0xFFF, UC_PROT_ALL
@@ -141,9 +154,13 @@ class Intercept(Protocol):
         """The guest triple-faulted: a VM exit, not a machine reset. Raise to stop the machine."""
         ...
 
-    def on_vmcall_fast(self, cpu: "VCpu", rip: int) -> bool:
+    def on_vmcall_fast(self, cpu: "VCpu", rip: int, regs: tuple[int, int, int, int]) -> bool:
         """Handle a VMCALL at `rip` inside the CPU loop (RIP advanced, True), or return False
-        to have it end the slice and come to `on_event`."""
+        to have it end the slice and come to `on_event`. `regs`: (RAX, RDI, RSI, CPL)."""
+        ...
+
+    def on_enclu_fast(self, cpu: "VCpu", rip: int, regs: tuple[int, int, int, int]) -> bool:
+        """The same for ENCLU (an enclave entry or exit that does not fault)."""
         ...
 
 
@@ -294,11 +311,12 @@ class VCpu:
         uc.ctl_set_exits([])
         self.timer = SliceTimer(uc)
         self._regs = _FastRegs(uc, (x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3, x86.UC_X86_REG_CS))
-        self._hypercall_in = _FastRegs(uc, (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RDI,
-                                            x86.UC_X86_REG_RSI, x86.UC_X86_REG_CS))
+        self._trap_in = _FastRegs(uc, (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RAX,
+                                       x86.UC_X86_REG_RDI, x86.UC_X86_REG_RSI, x86.UC_X86_REG_CS))
+        self._batches: dict[tuple[str, ...], _FastRegs] = {}
         self._hypercall_out = _FastRegs(uc, (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RIP))
         self._patcher = CpuStatePatcher(uc)
-        self.second_stage: SecondStage = IdentityStage()
+        self.second_stage: SecondStage = IdentityStage(memory)
         self.intercept: Intercept | None = None
         self.vmx_root: VmxRoot | None = None     # what VMXON hands the CPU to (the monitor)
         self.vmx_operation = False               # between VMXON and VMXOFF
@@ -311,7 +329,9 @@ class VCpu:
         self._code_pages: dict[int, int] = {}     # code page -> host page, this slice only
         self._counted = False                     # translated blocks carry Unicorn's count hook
         self._fill_fault: Exception | None = None
-        self._phys = _SecondStagePhysical(self)
+        #: Complete translations of an address space whose tables only the monitor edits (an
+        #: enclave's), attached while the CPU runs in it: its refills after a switch are lookups.
+        self.translation_cache: TranslationCache | None = None
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         # Order matters. Unicorn walks every INSN hook for each hooked instruction and stops
         # walking once a stop is pending (our slice timer); the stop takes effect only at the
@@ -387,8 +407,22 @@ class VCpu:
 
     def hypercall_registers(self) -> tuple[int, int, int, int]:
         """(RAX, RDI, RSI, CPL) in one batch read: the hypercall ABI's inputs."""
-        rax, rdi, rsi, cs = self._hypercall_in.read()
+        _rip, rax, rdi, rsi, cs = self._trap_in.read()
         return rax, rdi, rsi, cs & 3
+
+    def read_registers(self, *names: str) -> tuple[int, ...]:
+        """Several registers (names of REG_IDS) in one call into Unicorn."""
+        return self._batch(names).read()
+
+    def write_registers(self, **values: int) -> None:
+        """Several registers in one call into Unicorn, in the order given."""
+        self._batch(tuple(values)).write(*values.values())
+
+    def _batch(self, names: tuple[str, ...]) -> _FastRegs:
+        batch = self._batches.get(names)
+        if batch is None:
+            batch = self._batches[names] = _FastRegs(self.uc, tuple(REG_IDS[n] for n in names))
+        return batch
 
     def complete_hypercall(self, rax: int, rip: int) -> None:
         """RAX = result and RIP past the VMCALL, in one batch write."""
@@ -397,6 +431,8 @@ class VCpu:
     def flush_tlb(self) -> None:
         """INVLPG/INVEPT for everything: translation inputs changed outside the guest's view."""
         self._code_pages.clear()
+        if self.translation_cache is not None:
+            self.translation_cache.clear()
         self.uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)  # the binding has no wrapper for this control
 
     # ----------------------------------------------------------------- memory as the guest sees it
@@ -411,7 +447,7 @@ class VCpu:
             user = cs & 3 == 3
         try:
             if cr0 & paging.CR0_PG:
-                w = paging.walk(self._phys, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
+                w = paging.walk(self.second_stage, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
                                 bool(self.efer & paging.EFER_NXE))
                 gpa, perms = w.gpa | (vaddr & 0xFFF), w.perms
             else:
@@ -434,7 +470,7 @@ class VCpu:
             return vaddr
         if user is None:
             user = cs & 3 == 3
-        w = paging.walk(self._phys, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
+        w = paging.walk(self.second_stage, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
                         bool(self.efer & paging.EFER_NXE))
         return w.gpa | (vaddr & 0xFFF)
 
@@ -459,6 +495,12 @@ class VCpu:
     # ----------------------------------------------------------------- hooks (inside emu_start)
     def _tlb_fill(self, uc: Uc, vaddr: int, access: int, entry, _user) -> bool:
         self.stats.tlb_fills += 1
+        cache = self.translation_cache
+        if cache is not None:
+            hit = cache.get((vaddr >> 12, access))
+            if hit is not None:
+                entry.paddr, entry.perms = hit
+                return True
         try:
             hpa, perms = self.translate(vaddr, access)
         except MemoryError_:
@@ -470,6 +512,8 @@ class VCpu:
             return False
         entry.paddr = hpa & ~0xFFF
         entry.perms = perms
+        if cache is not None:
+            cache[vaddr >> 12, access] = (hpa & ~0xFFF, perms)
         return True
 
     def _record_fill_fault(self, fault: Exception, vaddr: int, access: int) -> None:
@@ -516,10 +560,13 @@ class VCpu:
         uc.emu_stop()
 
     def _invalid(self, uc: Uc, _user) -> bool:
-        rip = uc.reg_read(x86.UC_X86_REG_RIP)
-        insn = self._hypercall_insn(rip)
-        if insn is not None and self.intercept.on_vmcall_fast(self, rip):
-            return True   # handled; Unicorn goes on at the RIP the monitor set
+        rip, rax, rdi, rsi, cs = self._trap_in.read()
+        insn = self._trap_insn(rip)
+        if insn is not None:
+            regs = (rax, rdi, rsi, cs & 3)
+            fast = self.intercept.on_enclu_fast if insn == ENCLU else self.intercept.on_vmcall_fast
+            if fast(self, rip, regs):
+                return True   # handled; Unicorn goes on at the RIP the monitor set
         try:
             insn = self.read_virtual(rip, 3)
         except (PageFault, SecondStageFault):
@@ -534,10 +581,10 @@ class VCpu:
         self._event = GuestEvent(kind, rip, vector=UD, instruction=insn, address=address)
         return False  # end the slice; the event is finished outside emu_start
 
-    def _hypercall_insn(self, rip: int) -> bytes | None:
-        """VMCALL/VMMCALL at `rip` under a monitor, found without a page walk when this slice
-        already walked to that code page: a hypercall loop pays for one walk, not one each.
-        (The page was just fetched from, so its mapping is the one Unicorn's TLB holds.)"""
+    def _trap_insn(self, rip: int) -> bytes | None:
+        """VMCALL/VMMCALL/ENCLU at `rip` under a monitor, found without a page walk when this
+        slice already walked to that code page: a hypercall loop pays for one walk, not one
+        each. (The page was just fetched from, so its mapping is the one Unicorn's TLB holds.)"""
         if self.intercept is None:
             return None
         key = rip >> 12
@@ -551,7 +598,7 @@ class VCpu:
         if (rip & 0xFFF) > 0xFFD:
             return None                       # crosses into the next page: the slow path
         insn = self.memory.read(hpa | (rip & 0xFFF), 3)
-        return insn if insn in (VMCALL, VMMCALL) else None
+        return insn if insn in (VMCALL, VMMCALL, ENCLU) else None
 
     def _intr(self, uc: Uc, intno: int, _user) -> None:
         self._event = GuestEvent(EventKind.EXCEPTION, uc.reg_read(x86.UC_X86_REG_RIP), vector=intno)
@@ -785,27 +832,3 @@ def _native_cpuid(leaf: int) -> tuple[int, int, int, int]:
     uc.emu_start(0x1000, 0x1002)
     return tuple(uc.reg_read(r) & 0xFFFF_FFFF for r in (  # type: ignore[return-value]
         x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX))
-
-
-class _SecondStagePhysical:
-    """Guest-physical access for the page walker: every table read goes through the second stage."""
-
-    def __init__(self, cpu: VCpu) -> None:
-        self.cpu = cpu
-        self.mem = cpu.memory
-        self._view = cpu.memory.view
-        self._page_offsets: dict[int, int] = {}    # host page -> offset in the mmap (fixed)
-
-    def _offset(self, hpa: int, gpa: int) -> int:
-        base = self._page_offsets.get(hpa >> 12)
-        if base is None:
-            base = self._page_offsets[hpa >> 12] = self.mem.offset(hpa & ~0xFFF, 0x1000)
-        return base + (gpa & 0xFF8)
-
-    def read_u64(self, gpa: int) -> int:
-        hpa, _ = self.cpu.second_stage.translate(gpa, ACCESS_READ)
-        return _U64.unpack_from(self._view, self._offset(hpa, gpa))[0]
-
-    def write_u64(self, gpa: int, value: int) -> None:
-        hpa, _ = self.cpu.second_stage.translate(gpa, ACCESS_WRITE)
-        _U64.pack_into(self._view, self._offset(hpa, gpa), value)

@@ -26,6 +26,7 @@ from hyperenclave.guest.build import (COMMON_CFLAGS, GUEST_DIR, _run, _toolchain
 SDK_DIR = Path(__file__).resolve().parent
 TRTS_DIR = SDK_DIR / "trts"
 TRTS_SOURCES = (TRTS_DIR / "entry.S", TRTS_DIR / "trts.c", TRTS_DIR / "heap.c",
+                TRTS_DIR / "crypto.c", TRTS_DIR / "seal.c",
                 GUEST_DIR / "lib" / "string.c", GUEST_DIR / "lib" / "vsnprintf.c")
 INCLUDE_DIRS = (SDK_DIR / "include", GUEST_DIR / "include")
 LINKER_SCRIPT = TRTS_DIR / "enclave.ld"

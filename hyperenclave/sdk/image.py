@@ -52,6 +52,7 @@ R_X86_64_RELATIVE = 8
 ENTRY_SYMBOL = "enclave_entry"
 CONFIG_SYMBOL = "he_enclave_config"
 SEGMENT_LIMIT = 0xFFF                             # TCS.FSLIMIT/GSLIMIT: one page
+MAX_SEGMENT = 1 << 30                             # larger than any EPC: refuse before allocating
 
 
 class EnclaveImageError(ValueError):
@@ -140,6 +141,9 @@ def _read_elf(data: bytes) -> _Elf:
                                         "executable")
             if seg["p_vaddr"] % PAGE_SIZE:
                 raise EnclaveImageError(f"segment at {seg['p_vaddr']:#x} is not page-aligned")
+            if not seg["p_filesz"] <= seg["p_memsz"] <= MAX_SEGMENT:
+                raise EnclaveImageError(f"segment at {seg['p_vaddr']:#x}: file size "
+                                        f"{seg['p_filesz']:#x}, memory size {seg['p_memsz']:#x}")
             body = seg.data().ljust(seg["p_memsz"], b"\0")
             segments.append((seg["p_vaddr"], body, flags))
         for section in elf.iter_sections():
@@ -153,8 +157,13 @@ def _read_elf(data: bytes) -> _Elf:
         symtab = elf.get_section_by_name(".symtab")
         symbols = ({s.name: s["st_value"] for s in symtab.iter_symbols()}
                    if isinstance(symtab, SymbolTableSection) else {})
+    except EnclaveImageError:
+        raise
     except ELFError as err:
         raise EnclaveImageError(f"not an ELF file: {err}") from None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as err:
+        # pyelftools trusts offsets and sizes; a damaged file fails inside it in many ways
+        raise EnclaveImageError(f"damaged ELF file: {type(err).__name__}: {err}") from None
     if not segments:
         raise EnclaveImageError("the enclave ELF has no loadable segment")
     if CONFIG_SYMBOL not in symbols:

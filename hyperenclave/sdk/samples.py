@@ -27,7 +27,7 @@ from .signer import SignedEnclave, sign
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 #: sample -> the name of its host program in /bin
 SAMPLES = {"hello": "hello_app", "secret_keeper": "secret_keeper_app",
-           "spinner": "spinner_app", "faulter": "fault_app"}
+           "spinner": "spinner_app", "faulter": "fault_app", "sealer": "sealer_app"}
 
 
 def sample_key_path() -> Path:

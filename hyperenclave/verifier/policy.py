@@ -63,6 +63,13 @@ def _only(doc: dict[str, Any], allowed: set[str], where: str) -> None:
         raise PolicyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
 
 
+def _typed(value: Any, kind: type, key: str) -> Any:
+    """`value` if it is a JSON `kind` (list or object), else the error naming `key`."""
+    if not isinstance(value, kind):
+        raise PolicyError(f"{key}: expected a JSON {'array' if kind is list else 'object'}")
+    return value
+
+
 def _pcr(key: str, where: str) -> int:
     try:
         pcr = int(key)
@@ -105,16 +112,18 @@ class Policy:
         sel = doc["pcr_selection"]
         _only(sel, {"sha256"}, "pcr_selection")
         pcrs = sel.get("sha256")
-        if not isinstance(pcrs, list) or not pcrs or len(set(pcrs)) != len(pcrs):
+        if not isinstance(pcrs, list) or not pcrs or \
+                not all(isinstance(p, (int, str)) for p in pcrs) or len(set(pcrs)) != len(pcrs):
             raise PolicyError("pcr_selection.sha256: a non-empty list of distinct PCRs")
         pcrs = [_pcr(str(p), "pcr_selection.sha256") for p in pcrs]
         if not {MONITOR_KEY_PCR, ENCLAVE_PCR} <= set(pcrs):
             raise PolicyError(f"pcr_selection.sha256 must include PCRs {MONITOR_KEY_PCR} and "
                               f"{ENCLAVE_PCR} (monitor key, enclave launches)")
         golden = {_pcr(k, "golden_pcrs"): _hex(v, f"golden_pcrs.{k}", 32)
-                  for k, v in doc.get("golden_pcrs", {}).items()}
+                  for k, v in _typed(doc.get("golden_pcrs", {}), dict, "golden_pcrs").items()}
         refs: dict[int, frozenset[bytes]] = {}
-        for k, digests in doc.get("reference_digests", {}).items():
+        for k, digests in _typed(doc.get("reference_digests", {}), dict,
+                                 "reference_digests").items():
             if not isinstance(digests, list) or not digests:
                 raise PolicyError(f"reference_digests.{k}: a non-empty list of digests")
             refs[_pcr(k, "reference_digests")] = frozenset(
@@ -125,7 +134,7 @@ class Policy:
         allowed = None
         if "allowed_enclaves" in doc:
             entries = []
-            for i, entry in enumerate(doc["allowed_enclaves"]):
+            for i, entry in enumerate(_typed(doc["allowed_enclaves"], list, "allowed_enclaves")):
                 _only(entry, {"mr_enclave", "mr_signer"}, f"allowed_enclaves[{i}]")
                 if len(entry) != 1:
                     raise PolicyError(f"allowed_enclaves[{i}]: one of mr_enclave, mr_signer")
@@ -135,7 +144,8 @@ class Policy:
         e = doc["enclave"]
         _only(e, {"mr_enclave", "mr_signer", "isv_prod_id", "min_isv_svn", "allow_debug"},
               "enclave")
-        lists = {k: frozenset(_hex(v, f"enclave.{k}", 32) for v in e.get(k, []))
+        lists = {k: frozenset(_hex(v, f"enclave.{k}", 32)
+                              for v in _typed(e.get(k, []), list, f"enclave.{k}"))
                  for k in ("mr_enclave", "mr_signer")}
         if not lists["mr_enclave"] and not lists["mr_signer"]:
             raise PolicyError("enclave: give allowed mr_enclave and/or mr_signer values")

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Callable
 from hyperenclave.platform.cpu import MSR_EFER, PF, SecondStage
 from hyperenclave.platform.interrupts import deliver
 from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
-from hyperenclave.platform.paging import ACCESS_READ, ACCESS_WRITE, EFER_SCE, PageFault
+from hyperenclave.platform.paging import (ACCESS_READ, ACCESS_WRITE, CR0_WP, EFER_NXE, EFER_SCE,
+                                          PageFault)
+from hyperenclave.platform.translation_cache import TranslationCache
 
 from .ept import Ept, EptPerm, MemType
 from .ept_tlb import EptTlb
@@ -83,6 +85,8 @@ class EnclaveAddressSpace:
     ept: Ept
     shared: list[tuple[int, int]] = field(default_factory=list)   # marshalling buffers
     invalidating: int = 0          # HC 0x103s not yet ended by a 0x104 (HyperEnclave's counter)
+    #: what the vCPU's fills found in this address space, valid until the monitor's next INVEPT
+    translations: TranslationCache = field(default_factory=TranslationCache)
 
     def is_shared(self, va: int) -> bool:
         return any(start <= va < end for start, end in self.shared)
@@ -101,6 +105,7 @@ class EnclaveAddressSpace:
             self.ept.unmap(gpa, PAGE_SIZE)
 
     def destroy(self) -> None:
+        self.translations.clear()
         self.ept.destroy()
         self.gpt.destroy()
 
@@ -188,10 +193,15 @@ class EnclaveRunner:
         return 0
 
     def invept(self, secs_pa: int) -> None:
-        """INVEPT for one enclave's EPT after its mappings changed."""
+        """INVEPT for one enclave's EPT (and its page table) after its mappings changed: the
+        cached guest-physical and combined translations go. (No vCPU runs in the enclave:
+        its translations left the CPU's TLB when it exited.)"""
         stage = self.stages.get(secs_pa)
         if stage is not None:
             stage.forget()
+        space = self.spaces.get(secs_pa)
+        if space is not None:
+            space.translations.clear()
 
     # ------------------------------------------------------------------ entry
     def _tcs(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:
@@ -215,18 +225,15 @@ class EnclaveRunner:
 
     def eenter(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool) -> None:
         """EENTER from the app at `rip` (instruction of `length` bytes)."""
-        tcs_la, aep = cpu.reg("rbx"), cpu.reg("rcx")
+        tcs_la, aep = cpu.read_registers("rbx", "rcx")
         enclave, tcs_pa, tcs = self._check_entry(cpu, tcs_la)
         if tcs.cssa >= tcs.nssa:
             raise SgxFault.gp(f"TCS {tcs_la:#x}: CSSA {tcs.cssa} >= NSSA {tcs.nssa}")
         self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
-        base = enclave.secs.base
-        cpu.set_reg("rax", tcs.cssa)
-        cpu.set_reg("rcx", rip + length)
-        cpu.rip = base + tcs.oentry
+        cpu.write_registers(rax=tcs.cssa, rcx=rip + length, rip=enclave.secs.base + tcs.oentry)
 
     def eresume(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool) -> None:
-        tcs_la, aep = cpu.reg("rbx"), cpu.reg("rcx")
+        tcs_la, aep = cpu.read_registers("rbx", "rcx")
         enclave, tcs_pa, tcs = self._check_entry(cpu, tcs_la)
         if tcs.cssa == 0:
             raise SgxFault.gp(f"ERESUME on TCS {tcs_la:#x} with CSSA 0")
@@ -235,12 +242,8 @@ class EnclaveRunner:
         self._sync_shared_fetch(cpu, enclave, frame - ExInfo.SIZE)
         self._set_cssa(tcs_pa, tcs.cssa - 1)
         self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
-        for name in GPRS:
-            cpu.set_reg(name, getattr(gpr, name))
-        cpu.set_reg("rflags", gpr.rflags)
-        cpu.set_reg("fs_base", gpr.fsbase)
-        cpu.set_reg("gs_base", gpr.gsbase)
-        cpu.rip = gpr.rip
+        cpu.write_registers(**{name: getattr(gpr, name) for name in GPRS}, rflags=gpr.rflags,
+                            fs_base=gpr.fsbase, gs_base=gpr.gsbase, rip=gpr.rip)
 
     def _check_entry(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:
         if cpu.index in self.inside:
@@ -252,9 +255,10 @@ class EnclaveRunner:
 
     def _switch_in(self, cpu: "VCpu", enclave: "Enclave", tcs_la: int, tcs_pa: int, tcs: Tcs,
                    aep: int, by_hypercall: bool) -> None:
-        outside = Outside(cpu.reg("cr3"), cpu.descriptor_table("idtr"), cpu.msr(MSR_EFER),
-                          cpu.reg("fs_base"), cpu.reg("gs_base"), cpu.reg("rsp"),
-                          cpu.reg("rbp"), cpu.reg("rflags"), cpu.second_stage, aep, by_hypercall)
+        cr0, cr3, fs_base, gs_base, rsp, rbp, rflags = cpu.read_registers(
+            "cr0", "cr3", "fs_base", "gs_base", "rsp", "rbp", "rflags")
+        outside = Outside(cr3, cpu.descriptor_table("idtr"), cpu.msr(MSR_EFER), fs_base, gs_base,
+                          rsp, rbp, rflags, cpu.second_stage, aep, by_hypercall)
         self.inside[cpu.index] = Thread(enclave, tcs_la, tcs_pa, outside)
         self.busy_tcs.add(tcs_pa)
         enclave.threads_inside += 1
@@ -264,20 +268,23 @@ class EnclaveRunner:
             stage = self.stages[enclave.secs_pa] = EptTlb(space.ept.walker, space.ept.eptp,
                                                           cpu.flush_tlb)
         cpu.second_stage = stage
-        cpu.set_reg("cr3", space.gpt.root)
+        base = enclave.secs.base
+        cpu.write_registers(cr3=space.gpt.root, fs_base=base + tcs.ofsbase,
+                            gs_base=base + tcs.ogsbase)
         cpu.set_descriptor_table("idtr", 0, 0)
         cpu.set_msr(MSR_EFER, outside.efer & ~EFER_SCE)
-        base = enclave.secs.base
-        cpu.set_reg("fs_base", base + tcs.ofsbase)
-        cpu.set_reg("gs_base", base + tcs.ogsbase)
         cpu.flush_tlb()
+        # The enclave's earlier translations are still good unless the monitor changed its
+        # tables since (INVEPT clears them) or the walks' other inputs differ now.
+        cpu.translation_cache = space.translations.attach_under(cr0 & CR0_WP,
+                                                                outside.efer & EFER_NXE)
 
     # ------------------------------------------------------------------ exit
     def eexit(self, cpu: "VCpu") -> None:
         """EEXIT: back to the app at RBX, RCX = AEP; the enclave scrubs its own registers."""
         thread = self._switch_out(cpu)
-        cpu.set_reg("rcx", thread.outside.aep)
-        cpu.rip = cpu.reg("rbx")
+        (target,) = cpu.read_registers("rbx")
+        cpu.write_registers(rcx=thread.outside.aep, rip=target)
 
     def aex(self, cpu: "VCpu", vector: int, rip: int, address: int | None = None,
             error_code: int | None = None) -> Thread:
@@ -294,23 +301,19 @@ class EnclaveRunner:
         exinfo = ExInfo(address, (error_code or 0) | SHARED_MEM_FETCH) if thread.shared_fetch \
             else ExInfo()
         self.memory.write(frame - ExInfo.SIZE, exinfo.pack())
-        gpr = GprSgx(**{name: cpu.reg(name) for name in GPRS}, rflags=cpu.reg("rflags"), rip=rip,
+        *gprs, rflags, fs_base, gs_base = cpu.read_registers(*GPRS, "rflags", "fs_base", "gs_base")
+        gpr = GprSgx(**dict(zip(GPRS, gprs)), rflags=rflags, rip=rip,
                      ursp=thread.outside.rsp, urbp=thread.outside.rbp,
                      exitinfo=exit_info(vector, EXIT_TYPE_HARDWARE) if vector < 32 else 0,
-                     fsbase=cpu.reg("fs_base"), gsbase=cpu.reg("gs_base"))
+                     fsbase=fs_base, gsbase=gs_base)
         self.memory.write(frame, gpr.pack())
         self._set_cssa(thread.tcs_pa, tcs.cssa + 1)
         self._switch_out(cpu)
-        for name in GPRS:
-            cpu.set_reg(name, 0)                 # nothing of the enclave's state leaks
         outside = thread.outside
-        cpu.set_reg("rax", HC_ERESUME if outside.by_hypercall else ENCLU_ERESUME)
-        cpu.set_reg("rbx", thread.tcs_la)
-        cpu.set_reg("rcx", outside.aep)
-        cpu.set_reg("rsp", outside.rsp)
-        cpu.set_reg("rbp", outside.rbp)
-        cpu.set_reg("rflags", outside.rflags)
-        cpu.rip = outside.aep
+        synthetic = dict.fromkeys(GPRS, 0)     # nothing of the enclave's state leaks
+        synthetic.update(rax=HC_ERESUME if outside.by_hypercall else ENCLU_ERESUME,
+                         rbx=thread.tcs_la, rcx=outside.aep, rsp=outside.rsp, rbp=outside.rbp)
+        cpu.write_registers(**synthetic, rflags=outside.rflags, rip=outside.aep)
         self.aex_count += 1
         return thread
 
@@ -319,12 +322,11 @@ class EnclaveRunner:
         self.busy_tcs.discard(thread.tcs_pa)
         thread.enclave.threads_inside -= 1
         o = thread.outside
+        cpu.translation_cache = None
         cpu.second_stage = o.stage
-        cpu.set_reg("cr3", o.cr3)
+        cpu.write_registers(cr3=o.cr3, fs_base=o.fs_base, gs_base=o.gs_base)
         cpu.set_descriptor_table("idtr", *o.idtr)
         cpu.set_msr(MSR_EFER, o.efer)
-        cpu.set_reg("fs_base", o.fs_base)
-        cpu.set_reg("gs_base", o.gs_base)
         cpu.flush_tlb()
         return thread
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import errno
 from collections import Counter
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Callable
+from typing import Callable, NamedTuple
 
 USER_BITS = 0xC000_0000
 
@@ -70,8 +69,9 @@ class InvalidOpcode(Exception):
     """The call must not exist from here: the monitor injects #UD."""
 
 
-@dataclass(frozen=True, slots=True)
-class HypercallArgs:
+class HypercallArgs(NamedTuple):
+    """One hypercall's inputs (a tuple: the fast exit path builds one per call)."""
+
     code: int
     arg0: int
     arg1: int

@@ -96,3 +96,4 @@ def _eextend_records(offset: int, data: bytes | bytearray | memoryview) -> bytes
         parts.append(_EEXTEND.pack(b"EEXTEND", offset + pos))
         parts.append(view[pos:pos + EEXTEND_CHUNK])
     return b"".join(parts)
+

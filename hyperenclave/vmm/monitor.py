@@ -459,7 +459,7 @@ class Monitor:
             if self._on_dma_fault in self.iommu.listeners:
                 self.iommu.listeners.remove(self._on_dma_fault)
         cpu.intercept = None
-        cpu.second_stage = IdentityStage()
+        cpu.second_stage = IdentityStage(cpu.memory)
         cpu.vmx_operation = False
         cpu.set_reg("cr4", cpu.reg("cr4") & ~CR4_VMXE)
         cpu.flush_tlb()
@@ -527,7 +527,7 @@ class Monitor:
                 return True
             return False                  # other leaves outside an enclave: #UD
         if kind is EventKind.VMCALL:
-            self._on_vmcall(cpu, event)
+            self._on_vmcall(cpu, event.rip)
         elif kind is EventKind.SECOND_STAGE_FAULT:
             self._on_ept_fault(cpu, event)
         elif kind is EventKind.HLT:
@@ -541,13 +541,33 @@ class Monitor:
             return False     # exceptions, interrupts, SYSCALL: not intercepted for the host
         return True
 
-    def on_vmcall_fast(self, cpu: VCpu, rip: int) -> bool:
+    def on_vmcall_fast(self, cpu: VCpu, rip: int, regs: tuple[int, int, int, int]) -> bool:
         """A VMCALL exit handled inside the CPU loop when its result is only RAX (most
         supervisor hypercalls): the same exit, counters and checks, without ending the slice."""
-        regs = cpu.hypercall_registers()
         if not self.hypercalls.is_fast(regs[0], regs[3]):
             return False
-        self._on_vmcall(cpu, GuestEvent(EventKind.VMCALL, rip), regs)
+        self._on_vmcall(cpu, rip, regs)
+        return True
+
+    def on_enclu_fast(self, cpu: VCpu, rip: int, regs: tuple[int, int, int, int]) -> bool:
+        """EENTER by the app and EEXIT by the enclave inside the CPU loop: the same switch as
+        `on_event` makes, without ending the slice (an ECALL is then two traps, not two slice
+        restarts). A leaf that faults, and every other leaf, ends the slice as before."""
+        runner, leaf = self.runner, regs[0]
+        if runner is None:
+            return False
+        if cpu.index in runner.inside:
+            if leaf != ENCLU_EEXIT:
+                return False
+            self._exit(cpu, ExitReason.EXCEPTION_NMI, rip, length=3)
+            runner.eexit(cpu)
+            return True
+        if leaf != ENCLU_EENTER or regs[3] != 3:
+            return False
+        try:
+            runner.eenter(cpu, rip, 3, False)
+        except SgxFault:
+            return False              # nothing changed yet: on_event injects the fault
         return True
 
     def _on_enclave_event(self, cpu: VCpu, event: GuestEvent) -> bool:
@@ -569,7 +589,7 @@ class Monitor:
             self.runner.eexit(cpu)
             return True
         if kind is EventKind.VMCALL and cpu.reg("rax") == HypercallCode.ENCLAVE_EXIT:
-            self._on_vmcall(cpu, event)
+            self._on_vmcall(cpu, event.rip)
             return True
         vector, error_code, address = event.vector, event.error_code, event.address
         external = kind is EventKind.INTERRUPT
@@ -647,26 +667,26 @@ class Monitor:
             raise InvalidOpcode("EnclaveExit outside an enclave")
         self.runner.eexit(cpu)
 
-    def _on_vmcall(self, cpu: VCpu, event: GuestEvent,
+    def _on_vmcall(self, cpu: VCpu, rip: int,
                    regs: tuple[int, int, int, int] | None = None) -> None:
-        self._exit(cpu, ExitReason.VMCALL, event.rip, length=3)
-        args = HypercallArgs(*(regs or cpu.hypercall_registers()), rip=event.rip)
+        self._exit(cpu, ExitReason.VMCALL, rip, length=3)
+        args = HypercallArgs(*(regs or cpu.hypercall_registers()), rip=rip)
         try:
             result = self.hypercalls.call(args)
         except InvalidOpcode as err:
-            self.log(f"hypercall at {event.rip:#x}: {err}: #UD")
-            self._inject(cpu, UD, event.rip)
+            self.log(f"hypercall at {rip:#x}: {err}: #UD")
+            self._inject(cpu, UD, rip)
             return
         except HypercallError as err:
             self.log(f"hypercall {code_name(args.code)} failed: {err} "
                      f"(-{errno.errorcode.get(err.errno, err.errno)})")
             result = -err.errno
         except SgxFault as fault:
-            self._inject_sgx_fault(cpu, event.rip,
-                                   f"hypercall {code_name(args.code)} at {event.rip:#x}", fault)
+            self._inject_sgx_fault(cpu, rip,
+                                   f"hypercall {code_name(args.code)} at {rip:#x}", fault)
             return
         if result is not None:
-            cpu.complete_hypercall(result, event.rip + 3)
+            cpu.complete_hypercall(result, rip + 3)
 
     def _on_ept_fault(self, cpu: VCpu, event: GuestEvent) -> None:
         fault = event.fault

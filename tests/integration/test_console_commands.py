@@ -66,6 +66,8 @@ def session(guest_images, tmp_path_factory):
     out["stack"] = [int.from_bytes(cpu.read_virtual(cpu.reg("rsp") + 8 * i, 8), "little")
                     for i in range(2)]
 
+    out["until exit CPUID"] = run("until exit CPUID")
+    out["cpuid_insn"] = cpu.read_virtual(cpu.rip - 2, 2)
     out["until enclave"] = run("until enclave")
     enclave = next(iter(monitor.enclaves.enclaves.values()))
     out["enclave"] = enclave
@@ -159,9 +161,17 @@ def test_until_hypercall_stops_right_after_the_first_vmcall(session) -> None:
     assert re.search(r"^0x200\s+INIT_CMRM\s+1\s+0$", session["info hypercalls"], re.M)
 
 
+def test_until_exit_stops_after_an_exit_of_that_reason(session) -> None:
+    assert re.match(r"running until next VM exit CPUID\nstopped: exit at rip 0x[0-9a-f]+: VM exit "
+                    r"CPUID\n$", session["until exit CPUID"])
+    assert session["cpuid_insn"] == b"\x0f\xa2"
+
+
 def test_info_vms_lists_the_host_and_then_the_enclave(session) -> None:
-    assert re.search(rf"^host\s+host\s+running\s+0\s+-\s+{session['eptp']:#x}$",
+    assert re.search(rf"^host\s+host\s+running\s+1\s+-\s+{session['eptp']:#x}$",
                      session["info vms"], re.M)
+    assert re.search(r"^host\s+host\s+running, vCPU 0 in an enclave\s+0\s",
+                     session["enclave info vms"], re.M)
     enclave = session["enclave"]
     line = next(l for l in session["enclave info vms"].splitlines() if l.startswith(f"{enclave.secs_pa:#x}"))
     assert "running" in line and f" {1 + len(enclave.pages)} " in line

@@ -114,7 +114,7 @@ def run(tmp_path_factory) -> tuple[list[str], object]:
              "/threads.bin": bundle(LOOP_ENCLAVE, key, threads=2),
              "/shmem.bin": bundle(SHMEM_ENCLAVE, key)}
     tmp: Path = tmp_path_factory.mktemp("lifecycle")
-    # the smallest EPC (2 MiB after the monitor's 16 MiB), so that running out of it takes few calls
+    # the smallest EPC (2 MiB after the monitor's 16 MiB): out_of_epc fills it
     config = MachineConfig(name="lifecycle", state_dir=tmp / "state",
                            cmdline="console=ttyS0 memmap=18M$0x30000000")
     with Machine(config, default_boot_images(extra_files=files)) as m:
@@ -132,6 +132,10 @@ def result_of(lines: list[str], case: str) -> tuple[str, int]:
     raise AssertionError(f"no line for {case}")
 
 
+@pytest.mark.attack(name="malformed or out-of-order construction: EADD/EEXTEND after EINIT, "
+                         "overlapping ELRANGE, bad SECS, forged SIGSTRUCT, ...",
+                    route='/dev/hyper_enclave ioctls -> ECREATE/EADD/EINIT hypercalls',
+                    defence="SGX's error for each cause")
 @pytest.mark.parametrize("case", EXPECTED)
 def test_each_sgx_error_cause_gets_the_sgx_answer(run, case: str) -> None:
     lines, _ = run
@@ -156,6 +160,10 @@ def test_running_out_of_epc_is_enomem(run) -> None:
     assert any("out of EPC" in line for line in lines)
 
 
+@pytest.mark.attack(name="ENCLU misuse: ERESUME with CSSA 0, EENTER of a non-TCS, from inside, "
+                         "with every SSA frame in use (the busy TCS of one vCPU), after destroy",
+                    route='ENCLU from the app',
+                    defence="SGX's #GP/#PF in the app")
 @pytest.mark.parametrize("case", ENCLU_CASES)
 def test_enclu_errors_fault_in_the_app(run, case: str) -> None:
     lines, _ = run

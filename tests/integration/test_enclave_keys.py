@@ -77,6 +77,9 @@ def test_seal_keys_under_mrsigner_are_shared_by_one_signers_enclaves(run) -> Non
         assert keys[name] == seal_fingerprint(monitor, enclave, KeyPolicy.MRSIGNER)
 
 
+@pytest.mark.attack(name="ask for another enclave's seal key",
+                    route='EGETKEY from an enclave with another MRENCLAVE',
+                    defence="keys derive from the caller's own SECS")
 def test_seal_keys_under_mrenclave_are_the_enclaves_own(run) -> None:
     _, monitor, enclaves, results = run
     keys = results[2]
@@ -92,6 +95,9 @@ def test_a_key_for_a_newer_isvsvn_is_refused(run) -> None:
     assert results[3]["a"] == SgxErrorCode.SGX_INVALID_ISVSVN
 
 
+@pytest.mark.attack(name='ask for a key from the host',
+                    route='EGETKEY hypercall from outside an enclave',
+                    defence='#UD')
 def test_the_host_cannot_ask_for_a_key(run) -> None:
     log, monitor, _, _ = run
     assert "hcall: 0x8000000b" not in log, "the EGETKEY hypercall returned to the host"

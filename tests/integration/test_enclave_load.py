@@ -134,6 +134,9 @@ def test_close_destroys_the_enclave_and_the_monitor_scrubs_its_epc(run: Run,
     assert f"enclave {EPC:#x} destroyed, its EPC pages scrubbed" in run.monitor_log
 
 
+@pytest.mark.attack(name='load pages other than the signed ones',
+                    route='enclave_load with changed pages',
+                    defence='EINIT: SGX_INVALID_MEASUREMENT')
 def test_pages_other_than_the_signed_ones_fail_einit(run: Run) -> None:
     out = run.outputs[3]
     assert "hyper_enclave: EINIT failed: SGX_INVALID_MEASUREMENT (4)" in out
@@ -141,6 +144,9 @@ def test_pages_other_than_the_signed_ones_fail_einit(run: Run) -> None:
     assert "destroyed" in out and exit_status(out) == 1
 
 
+@pytest.mark.attack(name='forged SIGSTRUCT',
+                    route='enclave_load of a bundle with a forged signature',
+                    defence='EINIT verifies RSA-3072 and Q1/Q2')
 def test_a_forged_signature_fails_einit(run: Run) -> None:
     out = run.outputs[4]
     assert "hyper_enclave: EINIT failed: SGX_INVALID_SIGNATURE (8)" in out

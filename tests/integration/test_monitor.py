@@ -161,6 +161,9 @@ def test_monitor_log_is_exported_with_the_evidence(attacked: Run) -> None:
 # ---------------------------------------------------------------- isolation
 
 
+@pytest.mark.attack(name='read EPC and monitor memory',
+                    route='user /dev/mem, kernel direct map, new kernel alias, remapped user PTE',
+                    defence='root EPT maps them to a read-only zero page')
 def test_reads_of_epc_and_monitor_memory_return_only_zeros(attacked: Run) -> None:
     reads = re.findall(r"memattack: read (0x[0-9a-f]+) -> ([0-9a-f]+) (all zero|NONZERO)", attacked.log)
     assert {(addr, verdict) for addr, _, verdict in reads} >= {
@@ -180,12 +183,18 @@ def test_power_off_scrubs_epc_and_monitor_memory_first(attacked: Run) -> None:
     assert "host asked for poweroff (port 0x604); scrubbing" in attacked.monitor_log
 
 
+@pytest.mark.attack(name='write or execute EPC and monitor memory from user mode',
+                    route='/dev/mem mapping and a remapped user PTE',
+                    defence='EPT violation, #GP injected, SIGSEGV')
 def test_user_writes_and_executes_are_ept_violations_that_kill_the_process(attacked: Run) -> None:
     assert programs(attacked, "memattack").count("killed by signal 11 (SIGSEGV)") == 3
     assert re.search(r"traps: memattack\[\d+\] general protection fault ip:[0-9a-f]+ .* error:0",
                      attacked.log)
 
 
+@pytest.mark.attack(name='write or execute EPC and monitor memory from the kernel',
+                    route='direct map and a new alias mapping (/dev/he_attack)',
+                    defence='EPT violation, #GP injected, oops kills only the process')
 def test_kernel_writes_and_executes_oops_and_only_the_process_dies(attacked: Run) -> None:
     assert attacked.log.count("general protection fault: 0000 [#") == 3
     # the three #GP oopses, and the #UD oops of the user-level hypercall from CPL 0
@@ -209,6 +218,9 @@ def test_each_violation_is_logged_with_its_exit_qualification(attacked: Run) -> 
                      r"\(CPL 3\), qualification 0x18a \[write", attacked.monitor_log)
 
 
+@pytest.mark.attack(name='DMA from or to EPC and monitor memory',
+                    route='the platform DMA engine programmed by the host kernel',
+                    defence='IOMMU domain without EPC or monitor memory')
 def test_dma_into_epc_and_monitor_memory_is_blocked_and_logged(attacked: Run) -> None:
     assert re.search(rf"dma_read {EPC:#x} len 64: status FAULT at {EPC:#x} reason 0x6 .*buffer unchanged",
                      attacked.log)
@@ -221,6 +233,9 @@ def test_dma_into_epc_and_monitor_memory_is_blocked_and_logged(attacked: Run) ->
 # ---------------------------------------------------------------- hypercalls
 
 
+@pytest.mark.attack(name='hypercall with a pointer into the EPC',
+                    route='VMCALL INIT_CMRM from the host kernel',
+                    defence='pointer walked and checked: -EFAULT')
 def test_a_pointer_into_the_epc_is_refused(attacked: Run) -> None:
     assert re.search(r"he_attack: hypercall 0x200\(.*\) = -14", attacked.log), attacked.log[-3000:]
     assert "INIT_CMRM regions at GPA 0x31000000 is in the EPC" in attacked.monitor_log
@@ -230,12 +245,18 @@ def test_unknown_supervisor_hypercall_is_enosys(attacked: Run) -> None:
     assert re.search(r"he_attack: hypercall 0x999\(.*\) = -38", attacked.log)
 
 
+@pytest.mark.attack(name='supervisor hypercall from user mode',
+                    route='VMCALL HYPERVISOR_DISABLE at CPL 3',
+                    defence='#UD')
 def test_supervisor_hypercall_from_user_mode_is_ud_and_the_monitor_stays(attacked: Run) -> None:
     assert re.search(r"traps: hcall\[\d+\] trap invalid opcode", attacked.log)
     assert programs(attacked, "hcall") == ["killed by signal 4 (SIGILL)"]
     assert "supervisor-level hypercall HYPERVISOR_DISABLE from CPL 3: #UD" in attacked.monitor_log
 
 
+@pytest.mark.attack(name='user-level hypercall from the kernel',
+                    route='VMCALL ENCLAVE_ENTER at CPL 0',
+                    defence='#UD')
 def test_user_hypercall_from_kernel_mode_is_ud(attacked: Run) -> None:
     assert "user-level hypercall ENCLAVE_ENTER from CPL 0: #UD" in attacked.monitor_log
     assert re.search(r"invalid opcode: 0000 \[#\d+\]", attacked.log)

@@ -122,6 +122,9 @@ def test_the_secret_keeper_checks_guesses_and_keeps_its_secret(run: Run) -> None
     assert heap <= address - lo and address - lo + length <= heap + heap_size, "on the heap"
 
 
+@pytest.mark.attack(name='Iago-style marshalling pointers into ELRANGE or outside the marshalling area',
+                    route='secret_keeper_app passes hostile pointers to ECALLs',
+                    defence="trusted runtime's bounds-checked copies")
 def test_bounds_checked_copies_refuse_elrange_and_leave_the_marshalling_area(run: Run) -> None:
     echo = dict(re.findall(r"secret_keeper_app: ECALL echo from 0x[0-9a-f]+ \((.+)\): (\w+)",
                            run.log))

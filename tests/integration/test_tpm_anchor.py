@@ -164,6 +164,9 @@ def test_tpm2_eventlog_replays_pcrs_13_and_14_to_the_tpms_values(boots) -> None:
 
 
 # ------------------------------------------------------------------ host mediation
+@pytest.mark.attack(name='extend the monitor-owned PCRs 12-14',
+                    route="TPM2_PCR_Extend through the host's /dev/tpm0",
+                    defence='CRB mediation: TPM_RC_LOCALITY')
 def test_after_launch_the_host_cannot_extend_pcrs_12_to_14(boots) -> None:
     run = boots["first"]
     assert "hyper_enclave: measured monitor image into PCR12" in run.serial   # before launch

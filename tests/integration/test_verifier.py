@@ -86,6 +86,9 @@ ROGUE = EnclaveIdentity(b"\x66" * 32, b"\x99" * 32, ENCLAVE.flags, ENCLAVE.xfrm,
     ("quote signed by an unmeasured key",
      Boot(quote_signer=ec.generate_private_key(ec.SECP256R1())), "monitor_key", "did not sign"),
 ])
+@pytest.mark.attack(name='replayed old evidence and forged quotes, logs and reports',
+                    route='evidence handed to the verifier',
+                    defence="the verifier's named check fails")
 def test_each_forgery_fails_its_check(evidence, ca, case, boot, check, reason) -> None:
     verdict = appraise(evidence(boot), ca, Boot())
     assert not verdict["ok"] and verdict["verdict"] == "fail"

@@ -54,3 +54,46 @@ def test_a_cached_read_does_not_grant_a_write(setup) -> None:
     tlb.translate(0x300000, ACCESS_READ)
     with pytest.raises(EptViolation):
         tlb.translate(0x300000, ACCESS_WRITE)
+
+
+def test_one_walk_of_a_large_leaf_serves_every_page_under_it(setup) -> None:
+    _, _, tlb, _ = setup
+    tlb.translate(0x1000, ACCESS_READ)
+    walks = tlb.walks
+    for gpa in (0x7000, 0x1F_F000):
+        assert tlb.translate(gpa, ACCESS_WRITE) == (gpa, 7)
+    assert tlb.walks == walks
+
+
+def test_a_page_split_out_of_a_cached_large_leaf_is_seen_after_invept(setup) -> None:
+    _, ept, tlb, _ = setup
+    tlb.translate(0x1000, ACCESS_READ)
+    ept.protect(0x5000, 0x1000, EptPerm.R)
+    tlb.invept()
+    assert tlb.translate(0x6000, ACCESS_WRITE)[0] == 0x6000
+    with pytest.raises(EptViolation):
+        tlb.translate(0x5000, ACCESS_WRITE)
+
+
+def test_guest_paging_structures_are_read_and_updated_through_the_stage(setup) -> None:
+    mem, ept, tlb, _ = setup
+    mem.write_u64(0x8010, 0x1234)
+    assert tlb.read_u64(0x8010) == 0x1234
+    tlb.write_u64(0x8018, 0x5678)
+    assert mem.read_u64(0x8018) == 0x5678
+    ept.protect(0x8000, 0x1000, EptPerm.R)
+    tlb.invept()
+    with pytest.raises(EptViolation):
+        tlb.write_u64(0x8018, 0)
+
+
+def test_with_ad_flags_a_cached_read_still_walks_to_set_dirty_on_write() -> None:
+    mem = PhysicalMemory(64 * MiB)
+    ept = build_identity_ept(mem, FrameAllocator(mem, 40 * MiB, 4 * MiB), mem.regions, ad=True)
+    tlb = EptTlb(ept.walker, ept.eptp, lambda: None)
+    tlb.translate(0x3000, ACCESS_READ)
+    walks = tlb.walks
+    tlb.translate(0x3000, ACCESS_WRITE)
+    assert tlb.walks == walks + 1
+    leaf = ept.entries(0x3000)[-1][2]
+    assert leaf & (1 << 9) and leaf & (1 << 8), "the walk for the write set D (and A)"

@@ -28,7 +28,7 @@ def fuzzer_args(monitor_image, key):  # noqa: F811
 @pytest.mark.attack(name="random and structurally valid but hostile hypercalls (Hypothesis)",
                      route="VMCALL and ENCLU from CPL 0 and CPL 3",
                      defence="every call checked: enclave memory, MRENCLAVE, zero page, AEX scrub")
-@settings(max_examples=6, deadline=None, derandomize=True, database=None,
+@settings(max_examples=5, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=hostile_calls(80))
 def test_no_hostile_call_sequence_breaks_an_invariant(fuzzer_args, calls: list[Call]) -> None:

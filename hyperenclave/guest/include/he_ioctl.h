@@ -44,6 +44,17 @@ struct he_enclave_init {
 #define HE_IOC_ENCLAVE_CREATE   _IOW(HE_IOC_MAGIC, 0x07, struct he_enclave_create)
 #define HE_IOC_ENCLAVE_ADD_PAGE _IOW(HE_IOC_MAGIC, 0x08, struct he_enclave_add_page)
 #define HE_IOC_ENCLAVE_INIT     _IOW(HE_IOC_MAGIC, 0x09, struct he_enclave_init)
+/* Linux's SGX_IOC_ENCLAVE_ADD_PAGES: the pages [addr, addr + length) from src, one SECINFO for
+ * all, added in the kernel; `count` comes back with how many were added (also on failure). */
+struct he_enclave_add_pages {
+    uint64_t src;
+    uint64_t addr;
+    uint64_t length;            /* bytes, a non-zero multiple of 4096 */
+    uint64_t secinfo;
+    uint64_t flags;             /* HE_ADD_PAGE_EXTEND */
+    uint64_t count;             /* out */
+};
+#define HE_IOC_ENCLAVE_ADD_PAGES _IOW(HE_IOC_MAGIC, 0x0A, struct he_enclave_add_pages)
 /* Share [addr, addr + size) of the caller (present, writable pages of ordinary memory) with its
  * initialized enclave at the same addresses: the marshalling buffer (HC_SHARED_MEMORY_ADD). */
 struct he_enclave_shared_memory {

@@ -185,7 +185,8 @@ static void after_einit_cases(void)
     close(u.dev);
 }
 
-/* EADD until the EPC runs out, into a 256 MiB ELRANGE (more pages than any EPC here). */
+/* EADD until the EPC runs out: one ADD_PAGES of 4 MiB (more than the test machine's EPC) into a
+ * 256 MiB ELRANGE, looped in the kernel. */
 static void out_of_epc_case(void)
 {
     struct he_encl e;
@@ -193,13 +194,14 @@ static void out_of_epc_case(void)
                                             .attributes = ATTR_MODE64BIT, .xfrm = 3,
                                             .ssa_frame_size = 1};
     long ret = create(&e, NULL);
-    unsigned long pages = 0;
-    memset(page, 0, sizeof(page));
-    uint64_t rw = SECINFO(PT_REG, SGX_SECINFO_R | SGX_SECINFO_W);
-    while (!ret && pages < e.size / HE_PAGE)
-        if (!(ret = he_add(&e, e.base + pages * HE_PAGE, page, rw, 0)))
-            pages++;
-    printf("enclave_errors: out_of_epc: %s after %lu pages\n", he_result(ret), pages);
+    static struct sgx_secinfo rw = {.flags = SECINFO(PT_REG, SGX_SECINFO_R | SGX_SECINFO_W)};
+    struct he_enclave_add_pages add = {.addr = e.base, .length = 4UL << 20,
+                                       .secinfo = (uint64_t)&rw};
+    add.src = (uint64_t)mmap(NULL, add.length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!ret)
+        ret = he_ioctl(e.dev, HE_IOC_ENCLAVE_ADD_PAGES, &add);
+    printf("enclave_errors: out_of_epc: %s after %lu pages\n", he_result(ret),
+           (unsigned long)add.count);
     close(e.dev);
 }
 

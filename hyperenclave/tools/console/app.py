@@ -17,9 +17,15 @@ import cmd2
 from cmd2 import Cmd2ArgumentParser, constants
 from cmd2.exceptions import Cmd2ArgparseError
 
+from hyperenclave.machine import default_state_root
 from hyperenclave.runcontrol import RunControl, RunControlError, StopInfo
 
+from .cpu_commands import CpuCommands
+from .host_commands import HostCommands
 from .memview import ConsoleError, MemView
+from .monitor_commands import MonitorCommands
+from .run_commands import RunCommands
+from .tpm_commands import TpmCommands
 
 if TYPE_CHECKING:
     from hyperenclave.machine import Machine
@@ -43,11 +49,6 @@ class HvConsole(cmd2.Cmd):
     def __init__(self, machine: "Machine", run_control: RunControl, *, stdin=None, stdout=None,
                  history_file: str = "", startup_script: str = "",
                  interactive: bool | None = None) -> None:
-        from .cpu_commands import CpuCommands
-        from .host_commands import HostCommands
-        from .monitor_commands import MonitorCommands
-        from .run_commands import RunCommands
-        from .tpm_commands import TpmCommands
         shortcuts = {**constants.DEFAULT_SHORTCUTS, "x/": "x -f", "xp/": "xp -f"}
         super().__init__(stdin=stdin, stdout=stdout, allow_cli_args=False, auto_suggest=False,
                          persistent_history_file=history_file, shortcuts=shortcuts,
@@ -160,17 +161,15 @@ class HvConsole(cmd2.Cmd):
         self.runctl.close()
 
 
-def open_console(machine: "Machine", *, script: str | None = None, running: bool = False,
-                 history_file: str | None = None, stdin=None, stdout=None) -> int:
+def open_console(machine: "Machine", *, script: str | None = None, running: bool = False) -> int:
     """Attach run control to a booted `machine` and run the console (a script first if
-    given) until `quit` or the end of input; returns the exit status (1 if a command failed)."""
-    from hyperenclave.machine import default_state_root
+    given) until `quit` or the end of input; returns the exit status (1 if a command failed
+    in batch mode). History is kept beside the machines' TPM state."""
     if script and not Path(script).is_file():
         raise ConsoleError(f"no script file {script!r}")
-    if history_file is None:
-        history_file = str(default_state_root() / "console_history")
-        Path(history_file).parent.mkdir(parents=True, exist_ok=True)
+    history_file = default_state_root() / "console_history"
+    history_file.parent.mkdir(parents=True, exist_ok=True)
     run_control = RunControl(machine).start(paused=not running)
-    app = HvConsole(machine, run_control, stdin=stdin, stdout=stdout, history_file=history_file,
+    app = HvConsole(machine, run_control, history_file=str(history_file),
                     startup_script=script or "")
     return app.cmdloop()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import cmd2
 from cmd2 import Cmd2ArgumentParser
 
-from hyperenclave.platform.cpu import GPRS, MSR_EFER
+from hyperenclave.platform.cpu import GPRS
 
 from .formats import dump, parse_format
 from .memview import ConsoleError, Level, SecondStage, parse_address
@@ -89,8 +89,8 @@ class CpuCommands(cmd2.CommandSet):
             r = cpu.registers()
             gdt, idt = cpu.descriptor_table("gdtr"), cpu.descriptor_table("idtr")
             tr = cpu.task_register()
-            vm = app.vm_name()
-        out = [f"vCPU {cpu.index} in {vm}, CPL {cpu.cpl}"]
+            vm, cpl = app.vm_name(), cpu.cpl
+        out = [f"vCPU {cpu.index} in {vm}, CPL {cpl}"]
         names = list(GPRS)
         for i in range(0, 16, 4):
             out.append(" ".join(f"{n.upper():<3}={r[n]:016x}" for n in names[i:i + 4]))
@@ -103,7 +103,7 @@ class CpuCommands(cmd2.CommandSet):
         out.append(f"GDT=     {gdt[0]:016x} {gdt[1]:08x}")
         out.append(f"IDT=     {idt[0]:016x} {idt[1]:08x}")
         out.append(f"CR0={r['cr0']:08x} CR2={r['cr2']:016x} CR3={r['cr3']:016x} CR4={r['cr4']:08x}")
-        out.append(f"EFER={cpu.msr(MSR_EFER):016x}")
+        out.append(f"EFER={r['efer']:016x}")
         app.poutput("\n".join(out))
 
     @cmd2.as_subcommand_to("info", "vmcs", _vcpu_parser, help="the VMCS of a vCPU, decoded")
@@ -154,8 +154,8 @@ class CpuCommands(cmd2.CommandSet):
             gva = self._address(args.address)
             cpu = app.machine.cpu
             levels, gpa = app.mem.guest_levels(gva)
-            cr3 = cpu.reg("cr3")
-        app.poutput(f"guest walk of {gva:#x} from CR3 {cr3:#x} ({app.vm_name()}):")
+            cr3, vm = cpu.reg("cr3"), app.vm_name()
+        app.poutput(f"guest walk of {gva:#x} from CR3 {cr3:#x} ({vm}):")
         app.poutput("\n".join(format_levels(levels)) if levels else "  paging is off: GPA = GVA")
         if gpa is None:
             raise ConsoleError(f"{gva:#x} is not mapped: the {levels[-1].name} is not present")

@@ -71,10 +71,10 @@ class MonitorCommands(cmd2.CommandSet):
             inside = runner.inside.get(cpu.index) if runner is not None else None
             rows = [("ID", "NAME", "STATE", "VCPUS", "EPC PAGES", "EPTP")]
             if not monitor.enabled:
-                rows.append(("host", "host", "native (monitor not running)", "0", "-", "-"))
+                rows.append(("host", "host", "native (monitor not running)", "1", "-", "-"))
             else:
                 state = "running" if inside is None else "running, vCPU 0 in an enclave"
-                rows.append(("host", "host", state, "0" if inside is None else "-", "-",
+                rows.append(("host", "host", state, "1" if inside is None else "0", "-",
                              f"{monitor.ept.eptp:#x}"))
                 for secs, enclave in app.enclaves().items():
                     space = runner.spaces.get(secs) if runner is not None else None

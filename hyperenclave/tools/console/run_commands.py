@@ -7,6 +7,7 @@ and `until` wait for their stop, and Ctrl-C stops the guest instead.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import cmd2
 from cmd2 import Cmd2ArgumentParser
@@ -61,8 +62,10 @@ def _hypercall_names() -> list[str]:
 def _until_parser() -> Cmd2ArgumentParser:
     p = Cmd2ArgumentParser(description="Continue until an event, then stop there "
                                        "(Ctrl-C stops earlier).")
-    p.add_argument("--timeout", type=float, default=None, help="stop after S seconds anyway")
+    timeout = Cmd2ArgumentParser(add_help=False)
+    timeout.add_argument("--timeout", type=float, default=None, help="stop after S seconds anyway")
     sub = p.add_subparsers(title="events", metavar="EVENT", required=True, dest="event")
+    sub.add_parser = functools.partial(sub.add_parser, parents=[timeout])
     e = sub.add_parser("exit", help="the next VM exit (of REASON, e.g. CPUID, VMCALL)")
     e.add_argument("reason", nargs="?", choices_provider=lambda _self: _exit_reasons(),
                    help="an SDM basic exit reason")

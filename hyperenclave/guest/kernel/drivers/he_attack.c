@@ -10,10 +10,12 @@
  *   alias_read PA [LEN]        the same through a new kernel mapping of PA (fresh virtual
  *   alias_write PA VALUE       address, 4 KiB page), i.e. remapped host page tables
  *   remap VA PA                point the caller's user page VA at PA (keeping U/W)
+ *   alias VA SRC               point the caller's user page VA at the frame its page SRC maps
  *   dma_read PA LEN            DMA engine: PA -> a kernel buffer pre-filled with 0xAA
  *   dma_write PA VALUE         DMA engine: a kernel buffer holding the u64 VALUE -> PA
  *   hypercall CODE ARG0 ARG1   VMCALL from CPL 0; prints RAX
  *   hypercall_loop N CODE      N VMCALLs from CPL 0 (the exit-cost benchmark)
+ *   triple_fault               load an empty IDT and fault: the CPU shuts down
  *
  * Addresses (PA, VA) are hex, "0x" optional; LEN, VALUE, CODE and ARGs are C literals (0x...
  * or decimal). A malformed command fails write() with -EINVAL; a fault is an oops that kills
@@ -164,6 +166,10 @@ static int run(int argc, const char *argv[])
     u64 a = 0, b = 0, c = 0;
     bool ok = argc >= 2 && parse(argv[1], 16, &a);
 
+    if (!strcmp(cmd, "triple_fault") && argc == 1) {
+        static const struct { u16 limit; u64 base; } __attribute__((packed)) empty = {0, 0};
+        __asm__ volatile("cli; lidt %0; ud2" : : "m"(empty));
+    }
     if (!strcmp(cmd, "read") || !strcmp(cmd, "alias_read")) {
         b = SHOW_BYTES;
         ok &= argc <= 3 && (argc < 3 || parse(argv[2], 0, &b)) && b && b <= MAX_LEN;
@@ -219,6 +225,16 @@ static int run(int argc, const char *argv[])
             goto usage;
         return do_remap(a, b);
     }
+    if (!strcmp(cmd, "alias")) {
+        if (!ok || argc != 3 || !parse(argv[2], 16, &b))
+            goto usage;
+        u64 *src = b < USER_SPACE_END ? lookup_pte(current->pml4, b) : NULL;
+        if (!src || !(*src & PTE_P)) {
+            set_result("alias %#lx: %#lx is not mapped", a, b);
+            return -EFAULT;
+        }
+        return do_remap(a, *src & PTE_ADDR);
+    }
     if (!strcmp(cmd, "dma_read") || !strcmp(cmd, "dma_write")) {
         bool write = cmd[4] == 'w';
         if (!ok || argc != 3 || !parse(argv[2], 0, &b) || (!write && (!b || b > MAX_LEN)))
@@ -245,8 +261,8 @@ static int run(int argc, const char *argv[])
     }
 usage:
     set_result("bad command; use read PA [LEN] | write PA VALUE | exec PA | alias_read PA [LEN] "
-               "| alias_write PA VALUE | remap VA PA | dma_read PA LEN | dma_write PA VALUE | "
-               "hypercall CODE ARG0 ARG1 | hypercall_loop N CODE");
+               "| alias_write PA VALUE | remap VA PA | alias VA SRC | dma_read PA LEN | dma_write PA VALUE | "
+               "hypercall CODE ARG0 ARG1 | hypercall_loop N CODE | triple_fault");
     return -EINVAL;
 }
 

@@ -222,38 +222,68 @@ static int reserve_page_slot(struct he_encl *encl)
     return 0;
 }
 
-static long he_ioc_add_page(struct he_encl *encl, const struct he_enclave_add_page *arg)
+/* EADD (+EEXTEND with HE_ADD_PAGE_EXTEND) the user page at `src` at `addr`, with the SECINFO
+ * already in `secinfo`; map it into the process. */
+static long add_page(struct he_encl *encl, u64 addr, u64 src, u64 flags)
 {
-    if (!encl->secs_epc || arg->flags & ~(u64)HE_ADD_PAGE_EXTEND)
-        return -EINVAL;
-    if (copy_from_user(src_page, (const void *)arg->src, PAGE_SIZE) ||
-        copy_from_user(&secinfo, (const void *)arg->secinfo, sizeof(secinfo)))
+    if (copy_from_user(src_page, (const void *)src, PAGE_SIZE))
         return -EFAULT;
     /* room first: an EPC page the monitor took must always be remembered */
     u64 page = reserve_page_slot(encl) ? 0 : epc_alloc();
     if (!page)
         return -ENOMEM;
-    pageinfo = (struct he_pageinfo){.linaddr = arg->addr, .srcpge = (u64)src_page,
+    pageinfo = (struct he_pageinfo){.linaddr = addr, .srcpge = (u64)src_page,
                                     .secinfo = (u64)&secinfo, .secs = encl->secs_epc};
     long ret = encls_result("EADD", hypercall2(HC_ENCLAVE_ADD_PAGE, (u64)&pageinfo,
-                                               page | (arg->flags & HE_ADD_PAGE_EXTEND)));
+                                               page | (flags & HE_ADD_PAGE_EXTEND)));
     if (ret) {
         epc_free(page);
         return ret;
     }
-    encl->pages[encl->nr_pages++] = (struct he_encl_page){arg->addr, page};
+    encl->pages[encl->nr_pages++] = (struct he_encl_page){addr, page};
     /* the TCS too is writable in the process's page table (EENTER checks it) */
     u64 type = secinfo.flags >> SGX_SECINFO_TYPE_SHIFT & 0xff;
     bool writable = (secinfo.flags & SGX_SECINFO_W) || type == SGX_PAGE_TYPE_TCS;
-    u64 *old = lookup_pte(encl->pml4, arg->addr);
+    u64 *old = lookup_pte(encl->pml4, addr);
     if (!old)
-        return map_page(encl->pml4, arg->addr, page, PTE_U | (writable ? PTE_W : 0));
+        return map_page(encl->pml4, addr, page, PTE_U | (writable ? PTE_W : 0));
     /* anonymous memory mapped there meanwhile: it goes (and any enclave sharing it hears) */
-    mmu_notifier_invalidate_range_start(encl->pml4, arg->addr, arg->addr + PAGE_SIZE);
+    mmu_notifier_invalidate_range_start(encl->pml4, addr, addr + PAGE_SIZE);
     if (*old & PTE_OWNED)
         free_page(*old & PTE_ADDR);
-    ret = map_page(encl->pml4, arg->addr, page, PTE_U | (writable ? PTE_W : 0));
-    mmu_notifier_invalidate_range_end(encl->pml4, arg->addr, arg->addr + PAGE_SIZE);
+    ret = map_page(encl->pml4, addr, page, PTE_U | (writable ? PTE_W : 0));
+    mmu_notifier_invalidate_range_end(encl->pml4, addr, addr + PAGE_SIZE);
+    return ret;
+}
+
+static long he_ioc_add_page(struct he_encl *encl, const struct he_enclave_add_page *arg)
+{
+    if (!encl->secs_epc || arg->flags & ~(u64)HE_ADD_PAGE_EXTEND)
+        return -EINVAL;
+    if (copy_from_user(&secinfo, (const void *)arg->secinfo, sizeof(secinfo)))
+        return -EFAULT;
+    return add_page(encl, arg->addr, arg->src, arg->flags);
+}
+
+/* Linux's SGX_IOC_ENCLAVE_ADD_PAGES: a run of pages with one SECINFO, looped in the kernel;
+ * the number added goes back in `count`, also when one fails. */
+static long he_ioc_add_pages(struct he_encl *encl, const struct he_enclave_add_pages *arg,
+                             struct he_enclave_add_pages *uarg)
+{
+    if (!encl->secs_epc || arg->flags & ~(u64)HE_ADD_PAGE_EXTEND || !arg->length ||
+        arg->length % PAGE_SIZE)
+        return -EINVAL;
+    if (copy_from_user(&secinfo, (const void *)arg->secinfo, sizeof(secinfo)))
+        return -EFAULT;
+    long ret = 0;
+    u64 count = 0;
+    while (!ret && count < arg->length / PAGE_SIZE) {
+        ret = add_page(encl, arg->addr + count * PAGE_SIZE, arg->src + count * PAGE_SIZE,
+                       arg->flags);
+        count += !ret;
+    }
+    if (copy_to_user(&uarg->count, &count, sizeof(count)))
+        return -EFAULT;
     return ret;
 }
 
@@ -351,6 +381,7 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
     union {
         struct he_enclave_create create;
         struct he_enclave_add_page add;
+        struct he_enclave_add_pages add_pages;
         struct he_enclave_init init;
         struct he_enclave_shared_memory shared;
         struct he_exception_fixup fixup;
@@ -359,7 +390,8 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
         return -ENODEV;
     if (cmd != HE_IOC_ENCLAVE_CREATE && cmd != HE_IOC_ENCLAVE_ADD_PAGE &&
         cmd != HE_IOC_ENCLAVE_INIT && cmd != HE_IOC_ADD_SHARED_MEMORY &&
-        cmd != HE_IOC_REMOVE_SHARED_MEMORY && cmd != HE_IOC_SET_EXCEPTION_FIXUP)
+        cmd != HE_IOC_REMOVE_SHARED_MEMORY && cmd != HE_IOC_SET_EXCEPTION_FIXUP &&
+        cmd != HE_IOC_ENCLAVE_ADD_PAGES)
         return -ENOTTY;
     if (copy_from_user(&arg, (const void *)uarg, _IOC_SIZE(cmd)))
         return -EFAULT;
@@ -367,6 +399,8 @@ static long he_ioctl(struct file *f, unsigned int cmd, unsigned long uarg)
         return he_ioc_create(f->private_data, &arg.create);
     if (cmd == HE_IOC_ENCLAVE_ADD_PAGE)
         return he_ioc_add_page(f->private_data, &arg.add);
+    if (cmd == HE_IOC_ENCLAVE_ADD_PAGES)
+        return he_ioc_add_pages(f->private_data, &arg.add_pages, (void *)uarg);
     if (cmd == HE_IOC_ADD_SHARED_MEMORY)
         return he_ioc_add_shared_memory(f->private_data, &arg.shared);
     if (cmd == HE_IOC_REMOVE_SHARED_MEMORY)
