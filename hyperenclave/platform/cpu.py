@@ -357,6 +357,16 @@ class VCpu:
     def set_reg(self, name: str, value: int) -> None:
         self.uc.reg_write(REG_IDS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
 
+    def sse_registers(self) -> tuple[int, tuple[int, ...]]:
+        """MXCSR and XMM0-15 (what an XSAVE of the SSE component holds)."""
+        return (self.uc.reg_read(x86.UC_X86_REG_MXCSR),
+                tuple(self.uc.reg_read(x86.UC_X86_REG_XMM0 + i) for i in range(16)))
+
+    def set_sse_registers(self, mxcsr: int, xmm: tuple[int, ...]) -> None:
+        self.uc.reg_write(x86.UC_X86_REG_MXCSR, mxcsr)
+        for i, value in enumerate(xmm):
+            self.uc.reg_write(x86.UC_X86_REG_XMM0 + i, value)
+
     def msr(self, index: int) -> int:
         return self.uc.msr_read(index)
 

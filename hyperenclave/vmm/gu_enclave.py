@@ -29,8 +29,8 @@ from .ept import Ept, EptPerm, MemType
 from .ept_tlb import EptTlb
 from .hypercall import HypercallArgs, HypercallError
 from .guest_pt import GuestPageTable
-from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, ExInfo, GprSgx, PageFlags, PageType, SgxFault,
-                  Tcs, exit_info, gprsgx_offset)
+from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, SSE_STATE_SIZE, ExInfo, GprSgx, PageFlags,
+                  PageType, SgxFault, SseState, Tcs, exit_info, gprsgx_offset)
 
 SHARED_RANGE = struct.Struct("<QQQ")   # HC_SHARED_MEMORY_ADD: {secs, start, end}
 
@@ -232,18 +232,28 @@ class EnclaveRunner:
         self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
         cpu.write_registers(rax=tcs.cssa, rcx=rip + length, rip=enclave.secs.base + tcs.oentry)
 
-    def eresume(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool) -> None:
+    def eresume(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool,
+                map_shared: bool = True) -> bool:
+        """ERESUME; without `map_shared`, a resume that must first map a shared page again
+        (SHARED_MEM_FETCH) is not done: False, nothing changed."""
         tcs_la, aep = cpu.read_registers("rbx", "rcx")
         enclave, tcs_pa, tcs = self._check_entry(cpu, tcs_la)
         if tcs.cssa == 0:
             raise SgxFault.gp(f"ERESUME on TCS {tcs_la:#x} with CSSA 0")
         frame = self._ssa_frame_pa(enclave, tcs, tcs.cssa - 1)
         gpr = GprSgx.unpack(self.memory.read(frame, GprSgx.SIZE))
+        if not map_shared and ExInfo.unpack(self.memory.read(frame - ExInfo.SIZE, ExInfo.SIZE)
+                                            ).errcd & SHARED_MEM_FETCH:
+            return False
         self._sync_shared_fetch(cpu, enclave, frame - ExInfo.SIZE)
+        sse = SseState.unpack(self.memory.read(self._xsave_pa(enclave, tcs, tcs.cssa - 1),
+                                               SSE_STATE_SIZE))
         self._set_cssa(tcs_pa, tcs.cssa - 1)
         self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
         cpu.write_registers(**{name: getattr(gpr, name) for name in GPRS}, rflags=gpr.rflags,
                             fs_base=gpr.fsbase, gs_base=gpr.gsbase, rip=gpr.rip)
+        cpu.set_sse_registers(sse.mxcsr, sse.xmm)
+        return True
 
     def _check_entry(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:
         if cpu.index in self.inside:
@@ -307,6 +317,10 @@ class EnclaveRunner:
                      exitinfo=exit_info(vector, EXIT_TYPE_HARDWARE) if vector < 32 else 0,
                      fsbase=fs_base, gsbase=gs_base)
         self.memory.write(frame, gpr.pack())
+        # XFRM x87|SSE: the XMM registers go into the frame's XSAVE area and leave scrubbed
+        self.memory.write(self._xsave_pa(enclave, tcs, tcs.cssa), SseState(*cpu.sse_registers()).pack())
+        init = SseState()
+        cpu.set_sse_registers(init.mxcsr, init.xmm)
         self._set_cssa(thread.tcs_pa, tcs.cssa + 1)
         self._switch_out(cpu)
         outside = thread.outside
@@ -375,6 +389,14 @@ class EnclaveRunner:
         if pa is None:
             raise SgxFault.gp(f"SSA frame {index} at {la:#x} is not an enclave page")
         return pa | (gpr_la & 0xFFF)
+
+    def _xsave_pa(self, enclave: "Enclave", tcs: Tcs, index: int) -> int:
+        """The XSAVE area that begins SSA frame `index` (SDM 37.9.1)."""
+        la = enclave.secs.base + tcs.ossa + index * enclave.secs.ssa_frame_size * PAGE_SIZE
+        pa = enclave.pages.get(la)
+        if pa is None:
+            raise SgxFault.gp(f"SSA frame {index} at {la:#x} is not an enclave page")
+        return pa
 
     def _set_cssa(self, tcs_pa: int, cssa: int) -> None:
         self.memory.write_u32(tcs_pa + TCS_CSSA_OFFSET, cssa)

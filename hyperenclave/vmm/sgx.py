@@ -12,6 +12,7 @@ TARGETINFO 48) are not modelled: HyperEnclave has no CET, so they stay reserved.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import ClassVar, Self
@@ -462,6 +463,41 @@ class ExInfo(SgxStruct):
         ("maddr", 0, U64), ("errcd", 8, U32))
     maddr: int = 0
     errcd: int = 0
+
+
+MXCSR_INIT = 0x1F80                 # all exceptions masked, round to nearest
+MXCSR_MASK = 0xFFFF
+X87_FCW_INIT = 0x037F
+XSAVE_XMM_OFFSET = 160
+XSAVE_HEADER_OFFSET = 512
+XFEATURE_X87, XFEATURE_SSE = 1, 2
+SSE_STATE_SIZE = XSAVE_HEADER_OFFSET + 64
+
+
+@dataclass(frozen=True)
+class SseState:
+    """The SSE part of an SSA frame's XSAVE area (SDM Vol. 1 13.4.1: the legacy region's MXCSR
+    and XMM0-15, XSTATE_BV in the header), what AEX saves for XFRM x87|SSE and ERESUME loads.
+    The x87 part is written in its initial state (this monitor does not model x87 state)."""
+
+    mxcsr: int = MXCSR_INIT
+    xmm: tuple[int, ...] = (0,) * 16
+
+    def pack(self) -> bytes:
+        area = bytearray(XSAVE_HEADER_OFFSET + 64)
+        struct.pack_into("<H", area, 0, X87_FCW_INIT)
+        struct.pack_into("<II", area, 24, self.mxcsr, MXCSR_MASK)
+        for i, value in enumerate(self.xmm):
+            area[XSAVE_XMM_OFFSET + 16 * i:XSAVE_XMM_OFFSET + 16 * (i + 1)] = value.to_bytes(16, "little")
+        struct.pack_into("<Q", area, XSAVE_HEADER_OFFSET, XFEATURE_X87 | XFEATURE_SSE)
+        return bytes(area)
+
+    @classmethod
+    def unpack(cls, area: bytes) -> SseState:
+        (mxcsr,) = struct.unpack_from("<I", area, 24)
+        xmm = tuple(int.from_bytes(area[XSAVE_XMM_OFFSET + 16 * i:XSAVE_XMM_OFFSET + 16 * (i + 1)],
+                                   "little") for i in range(16))
+        return cls(mxcsr, xmm)
 
 
 def gprsgx_offset(ssa_frame_pages: int) -> int:

@@ -61,14 +61,18 @@ def app(enter: str) -> str:
     """
 
 
+BP_REPORT = "mov $0xb3, %eax ; out %eax, $0xe9"
+
+
 def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax ; enclu",
-        after_init: tuple[tuple[int, int, int], ...] = (), before=lambda mem: None):
+        after_init: tuple[tuple[int, int, int], ...] = (), before=lambda mem: None,
+        prologue: str = "", bp_report: str = BP_REPORT):
     pages = enclave_pages(middle)
     calls = [(HC_CREATE, PAGEINFOS, SECS_EPC)] + [
         (HC_ADD, PAGEINFOS + 32 * i, (EPC + offset) | 1) for i, (offset, *_) in enumerate(pages, 1)]
     calls.append((HC_INIT, SECS_EPC, SIGSTRUCT))
     calls += after_init
-    body = hypercalls(calls)
+    body = prologue + "\n" + hypercalls(calls)
     # then drop to the app at CPL 3 with IOPL 3
     body += f"pushq ${UDS} ; pushq ${USTACK - 0x80} ; pushq $0x3202 ; pushq ${UCS} ; pushq ${USER} ; iretq"
     bm, mon = machine(monitor_image, body)
@@ -78,7 +82,7 @@ def run(monitor_image: bytes, key, middle: str = "", enter: str = "mov $2, %eax 
     # the app's own mapping of ELRANGE, as the driver makes it: 2 MiB at BASE -> the EPC
     mem.write_u64(PML4 + 0x2000 + 8 * (BASE >> 21), EPC | 0x87)
     bm.load(USER, app(enter))
-    bm.load(BP_HANDLER, "mov $0xb3, %eax ; out %eax, $0xe9 ; iretq")
+    bm.load(BP_HANDLER, f"{bp_report} ; iretq")
     bm.set_gate(3, BP_HANDLER)
     bm.load(PF_HANDLER, """mov $0xee, %eax ; out %eax, $0xe9 ; mov %cr2, %rax ; out %eax, $0xe9
                            mov (%rsp), %rax ; out %eax, $0xe9 ; mov $0x2000, %ax ; out %ax, $0xea
@@ -116,6 +120,20 @@ def test_an_exception_inside_is_an_aex_and_eresume_continues(monitor_image, key)
     assert out[2] == 0x40 + 0x1111, "ERESUME restored the registers the AEX saved"
     assert mon.runner.aex_count == 1
     assert any("AEX from enclave" in line for line in mon.log_lines)
+
+
+def test_aex_saves_the_xmm_registers_in_the_ssa_and_scrubs_them(monitor_image, key) -> None:  # noqa: F811
+    """XFRM x87|SSE: the host at the AEP sees the XMM registers' initial state, ERESUME brings
+    the enclave's back (its secret in XMM0 survives the exception, unseen)."""
+    out, _, mon = run(monitor_image, key,
+                      prologue="mov %cr4, %rax ; or $0x600, %rax ; mov %rax, %cr4",
+                      middle="movabs $0x10002000, %r9 ; movq (%r9), %xmm0 ; int3 ; movq %xmm0, %rdx",
+                      bp_report=f"{BP_REPORT} ; movq %xmm0, %rax ; out %eax, $0xe9 ; "
+                                "shr $32, %rax ; out %eax, $0xe9 ; stmxcsr -8(%rsp) ; "
+                                "mov -8(%rsp), %eax ; out %eax, $0xe9")
+    assert out[:4] == [0xB3, 0, 0, 0x1F80], "the host sees scrubbed XMM0 and MXCSR's init value"
+    assert struct.pack("<I", out[5]) == b"SECR", "ERESUME restored the enclave's XMM0"
+    assert mon.runner.aex_count == 1
 
 
 def test_the_host_cannot_read_the_enclave_through_its_own_mapping(monitor_image, key) -> None:  # noqa: F811
