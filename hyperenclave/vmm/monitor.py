@@ -550,9 +550,11 @@ class Monitor:
         return True
 
     def on_enclu_fast(self, cpu: VCpu, rip: int, regs: tuple[int, int, int, int]) -> bool:
-        """EENTER by the app and EEXIT by the enclave inside the CPU loop: the same switch as
-        `on_event` makes, without ending the slice (an ECALL is then two traps, not two slice
-        restarts). A leaf that faults, and every other leaf, ends the slice as before."""
+        """EENTER/ERESUME by the app and EEXIT by the enclave inside the CPU loop: the same
+        switch as `on_event` makes, without ending the slice (an ECALL is then two traps, not
+        two slice restarts, and a resumed enclave runs on in the slice instead of meeting the
+        next pending interrupt at once). A leaf that faults, a resume that must map a shared
+        page again, and every other leaf end the slice as before."""
         runner, leaf = self.runner, regs[0]
         if runner is None:
             return False
@@ -562,9 +564,11 @@ class Monitor:
             self._exit(cpu, ExitReason.EXCEPTION_NMI, rip, length=3)
             runner.eexit(cpu)
             return True
-        if leaf != ENCLU_EENTER or regs[3] != 3:
+        if leaf not in (ENCLU_EENTER, ENCLU_ERESUME) or regs[3] != 3:
             return False
         try:
+            if leaf == ENCLU_ERESUME:
+                return runner.eresume(cpu, rip, 3, False, map_shared=False)
             runner.eenter(cpu, rip, 3, False)
         except SgxFault:
             return False              # nothing changed yet: on_event injects the fault

@@ -28,6 +28,7 @@ SIGNED_TEXT = "for every enclave of this signer"
 #: the sealer's code in another enclave (another heap size: another MRENCLAVE) of the same
 #: signer, one security version newer
 NEWER = "/enclaves/sealer2.bin"
+LONGEST = " ".join(["sealed"] * 7)              # SEALER_MAX_TEXT (48) bytes, words joined
 # (what is changed, byte offset in the blob, XOR mask)
 TAMPERING = [("KEYPOLICY (MRENCLAVE -> MRENCLAVE|MRSIGNER)", 4, 0x02),
              ("ISVSVN (1 -> 0, an older version)", 6, 0x01),
@@ -98,6 +99,9 @@ def runs(tmp_path_factory) -> Runs:
             r.first[what] = unseal(s, tampered(r.blob, offset, mask))
         r.first["magic"] = unseal(s, tampered(r.blob, 0, 0x01))
         r.first["truncated"] = unseal(s, r.blob[:-1])
+        r.first["not hex"] = s.sh("/bin/sealer_app unseal 48534c31zz", check=False)
+        r.first["too long"] = s.sh(f"/bin/sealer_app seal {'x' * 49}", check=False)
+        r.first["longest"] = unseal(s, seal(s, LONGEST))
         r.first["newer, mrenclave"] = unseal(s, r.blob, "--enclave", NEWER)
         r.first["newer, mrsigner"] = unseal(s, r.signed_blob, "--enclave", NEWER)
         r.newer_blob = seal(s, SIGNED_TEXT, "--mrsigner", "--enclave", NEWER)
@@ -143,6 +147,19 @@ def test_a_blob_with_one_changed_bit_is_refused(runs: Runs, what: str) -> None:
 def test_what_is_not_a_blob_is_refused_as_a_bad_parameter(runs: Runs) -> None:
     for what in ("magic", "truncated"):
         assert refused(runs.first[what], "SGX_ERROR_INVALID_PARAMETER"), runs.first[what].output
+
+
+def test_the_longest_text_round_trips_through_the_shell(runs: Runs) -> None:
+    assert len(LONGEST) == 48 and opened(runs.first["longest"], LONGEST), \
+        runs.first["longest"].output
+
+
+def test_the_app_refuses_bad_arguments_with_a_clear_message(runs: Runs) -> None:
+    assert runs.first["not hex"].status == 2
+    assert "sealer_app: not a sealed blob: expected up to 108 bytes in hex" in \
+        runs.first["not hex"].output
+    assert runs.first["too long"].status == 2
+    assert "sealer_app: the text is too long (at most 48 bytes)" in runs.first["too long"].output
 
 
 def test_mrenclave_policy_keeps_other_enclaves_of_the_signer_out(runs: Runs) -> None:
