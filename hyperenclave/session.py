@@ -17,16 +17,14 @@ shows the last console lines.
 
 from __future__ import annotations
 
-import json
 import re
-import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .attestation import AttestationError, appraise, new_nonce
 from .machine import (DEFAULT_CMDLINE, Machine, MachineConfig, MachineError, MachineTimeout,
                       RunResult, default_boot_images)
 from .platform.memory import parse_size
@@ -36,16 +34,15 @@ if TYPE_CHECKING:
     from .platform.firmware.measured_boot import BootImages
     from .sdk.signer import SignedEnclave
 
+__all__ = ["AttestationError", "CommandResult", "GuestStopped", "ProgramFailed", "Session",
+           "boot_images"]
+
 PROMPT = b"\n# "
 _EXIT_LINE = re.compile(rb"\] (\S+)\[(\d+)\] (?:exited with status (\d+)|killed by signal (\d+))")
 
 
 class GuestStopped(MachineError):
     """The guest powered off, reset or crashed while something was awaited."""
-
-
-class AttestationError(MachineError):
-    """No evidence could be collected (the verdict on evidence is the verifier's, not this)."""
 
 
 class ProgramFailed(MachineError):
@@ -253,39 +250,15 @@ class Session:
         given MRENCLAVE/MRSIGNER lists) and the reference digests of `reference` (default: the
         images this machine booted) and of this tree's monitor image. Returns the verdict
         (also out/verdict.json; the policy is out/policy.json)."""
-        from .tpm.attestation_ca import CA_CERT_FILE
-        from .verifier import Policy, verify
-        from .verifier.reference import reference_digests, reference_policy
-        from .vmm.image import build_monitor_image
-        from .vmm.quote import QuoteBundle, QuoteFormatError
-        nonce = nonce or secrets.token_hex(16)
+        nonce = nonce or new_nonce()
         result = self.sh(f"{app} --quote {nonce}", timeout)
-        hexdata = "".join(re.findall(r"^\S+: quote ([0-9a-f]+)$", result.output, re.M))
-        if not hexdata:
-            raise AttestationError(f"{app!r} printed no quote; its output:\n{result.output}")
-        try:
-            bundle = QuoteBundle.from_bytes(bytes.fromhex(hexdata))
-        except (QuoteFormatError, ValueError) as e:
-            raise AttestationError(f"{app!r} printed a malformed quote bundle: {e}") from None
-        where = Path(out) if out else Path(tempfile.mkdtemp(prefix="hyperenclave-evidence-"))
-        where.mkdir(parents=True, exist_ok=True)
-        bundle.write(where)
-        (where / "eventlog.bin").write_bytes(self.machine.eventlog_bytes())
-        pcrs = {"sha256": {str(i): v.hex() for i, v in self.pcrs().items()}}
-        (where / "pcrs.json").write_text(json.dumps(pcrs, indent=2) + "\n")
         if expect is not None:
             mr_enclave = [*(mr_enclave or []), expect.mrenclave]
             mr_signer = [*(mr_signer or []), expect.mrsigner]
-        if self.machine.monitor.tpm is None:
-            raise AttestationError("the monitor has no TPM anchor (not launched?)")
-        policy = reference_policy(
-            nonce=nonce.encode(), ca_cert=self.machine.monitor.tpm.ca_dir / CA_CERT_FILE,
-            mr_enclave=mr_enclave, mr_signer=mr_signer,
-            digests=reference_digests(reference or self.machine.images,
-                                      self.machine.config.cmdline, build_monitor_image()))
-        (where / "policy.json").write_text(json.dumps(policy, indent=2) + "\n")
+        verdict, where = appraise(self.machine, result.output, nonce, mr_enclave=mr_enclave,
+                                  mr_signer=mr_signer, out=out, reference=reference)
         self.attested.add(where.resolve())
-        return verify(where, Policy.from_json(policy))
+        return verdict
 
     # ------------------------------------------------------------------ TPM and evidence
     def pcrs(self) -> dict[int, bytes]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from hyperenclave.machine import DEFAULT_CMDLINE
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,10 +56,10 @@ class Terminal:
 
     ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x08")
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *args: str) -> None:
         env = {**_env(tmp), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
-        self.child = pexpect.spawn(CONSOLE[0], [*CONSOLE[1:], "--name", "tty"], cwd=str(ROOT),
-                                   env=env, encoding="utf-8", dimensions=(50, 200))
+        self.child = pexpect.spawn(CONSOLE[0], [*CONSOLE[1:], "--name", "tty", *args],
+                                   cwd=str(ROOT), env=env, encoding="utf-8", dimensions=(50, 200))
         self.text, self.pos = "", 0
 
     def expect(self, pattern: str, timeout: float = 30) -> re.Match:
@@ -77,8 +79,9 @@ class Terminal:
 
 
 def test_a_person_at_a_terminal(tmp_path) -> None:
-    """Tab completion, help, stop at the first hypercall, VMCS, EPT, step, PCRs, quit."""
-    term = Terminal(tmp_path)
+    """Tab completion, help, stop at the first hypercall, VMCS, EPT, step, PCRs, the next
+    enclave entry, attestation, quit."""
+    term = Terminal(tmp_path, "--cmdline", f"{DEFAULT_CMDLINE} shell")
     try:
         term.expect(PROMPT)
         # Tab completes a command and a subcommand (the screen shows the completed rest)
@@ -117,6 +120,19 @@ def test_a_person_at_a_terminal(tmp_path) -> None:
         term.expect(r"stopped: breakpoint at rip 0x[0-9a-f]+: breakpoint 1")
         term.type("info pcrs 12\r")
         term.expect(r"PCR12 sha256 [0-9a-f]{64}")
+        term.type("delete 1\r")
+        term.expect(PROMPT)
+        term.type("until encl\t")
+        term.expect(r"ave")
+        term.type("\r")                                # /etc/rc's hello_app enters its enclave
+        term.expect(r"entered enclave 0x[0-9a-f]+ on TCS 0x[0-9a-f]+")
+        term.type("until serial 'hyperenclave shell'\r")
+        term.expect(r"stopped: serial at rip 0x[0-9a-f]+: serial line \"hyperenclave shell")
+        term.type("cont\r")
+        term.expect(r"running")
+        term.type("attest\r")
+        term.expect(r"ok   report_policy", timeout=60)
+        term.expect(r"verdict: pass")
         term.expect(PROMPT)
         term.type("quit\r")
         term.child.expect(pexpect.EOF, timeout=30)

@@ -21,6 +21,7 @@ from hyperenclave.machine import default_state_root
 from hyperenclave.runcontrol import RunControl, RunControlError, StopInfo
 
 from .cpu_commands import CpuCommands
+from .attest_commands import AttestCommands
 from .host_commands import HostCommands
 from .memview import ConsoleError, MemView
 from .monitor_commands import MonitorCommands
@@ -54,7 +55,7 @@ class HvConsole(cmd2.Cmd):
                          persistent_history_file=history_file, shortcuts=shortcuts,
                          startup_script=startup_script,
                          command_sets=[RunCommands(), CpuCommands(), MonitorCommands(),
-                                       TpmCommands(), HostCommands()])
+                                       TpmCommands(), HostCommands(), AttestCommands()])
         self.machine = machine
         self.runctl = run_control
         self.prompt = PROMPT
