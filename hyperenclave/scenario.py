@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from .machine import MachineConfig
+from .platform.firmware.measured_boot import BootImages
 from .session import Session
 
 BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
@@ -96,6 +97,34 @@ class ScenarioContext:
             lines.append("   (the scenario made no checks)")
         lines.append(f"   evidence: {self.out}/")
         return "\n".join(lines)
+
+
+def attest_tampered_boot(ctx: ScenarioContext, genuine: BootImages, tampered: dict[str, Any],
+                         pcr: int, what: str) -> Session:
+    """The tampering scenarios' shared course: the deployed boot (`genuine` images) attests and
+    seals the monitor's root secret; the same machine booted with `tampered` (Session.start
+    options) cannot unseal it and its attestation against the deployer's reference is refused,
+    the verifier naming PCR `pcr`. Returns the tampered session for more checks."""
+    from .sdk.samples import sign_sample
+    from .verifier import failures
+    hello = sign_sample("hello")
+    s = ctx.start(images=genuine, evidence="genuine")
+    verdict = s.attest("/bin/hello_app", expect=hello, out=ctx.out / "genuine")
+    ctx.check("the deployed boot attests", verdict["ok"], str(failures(verdict)))
+    deployed = s.pcrs()[pcr]
+    s.stop()
+    t = ctx.start(evidence="tampered", **tampered)
+    ctx.check(f"PCR {pcr} differs from the deployed boot's", t.pcrs()[pcr] != deployed)
+    ctx.check("the monitor cannot unseal its root secret and says so",
+              any("root secret unseal failed" in line for line in t.monitor.log_lines))
+    verdict = t.attest("/bin/hello_app", expect=hello, out=ctx.out / "tampered",
+                       reference=genuine)
+    failed = failures(verdict)
+    ctx.check("remote attestation is refused", not verdict["ok"])
+    ctx.check(f"the verifier names the changed {what} measurement (PCR {pcr})",
+              f"PCR {pcr} " in failed.get("boot_measurements", ""), str(failed))
+    ctx.note(f"refused by: {', '.join(failed)}")
+    return t
 
 
 def load(path_or_name: str) -> ModuleType:

@@ -347,6 +347,11 @@ class Verifier:
         return f"MRENCLAVE {body.mr_enclave.hex()} ISVSVN {body.isv_svn}"
 
 
+def failures(verdict: dict[str, Any]) -> dict[str, str]:
+    """The failed checks of a verdict: {name: reason}."""
+    return {c["name"]: c.get("reason", "") for c in verdict["checks"] if not c["ok"]}
+
+
 def verify(evidence_dir: Path, policy: Policy, *, write: bool = True,
            now: datetime.datetime | None = None) -> dict[str, Any]:
     """Appraise `evidence_dir`; the verdict, also written to EVIDENCE_DIR/verdict.json."""
