@@ -38,8 +38,8 @@ class EptTlb:
         self.pml4, self.ad = parse_eptp(eptp)
         self._view = walker.memory.view
         self._pages: dict[int, _Cached] = {}
-        #: large-leaf shift -> {gpa >> shift: (leaf's host-physical base, R/W/X)}
-        self._leaves: dict[int, dict[int, tuple[int, int]]] = {21: {}, 30: {}}
+        #: large-leaf shift -> {gpa >> shift: the leaf's base as a _Cached}
+        self._leaves: dict[int, dict[int, _Cached]] = {21: {}, 30: {}}
         self._flush_cpu_tlb = flush_cpu_tlb
         self.walks = 0
 
@@ -75,25 +75,30 @@ class EptTlb:
         for shift, leaves in self._leaves.items():
             leaf = leaves.get(gpa >> shift)
             if leaf is not None and leaf[1] & need:
-                return self._cache_page(gpa, leaf[0] + (gpa & ((1 << shift) - 1) & ~0xFFF), leaf[1])
+                delta = gpa & ((1 << shift) - 1) & ~0xFFF
+                return self._cache_page(gpa, (leaf[0] + delta, leaf[1],
+                                              leaf[2] + delta if leaf[2] >= 0 else -1))
         self.walks += 1
         hpa, found, level = self.walker.walk(self.pml4, gpa & ~0xFFF, access - _ACCESS_BASE, self.ad)
         perms = int(found)
         if self.ad and access - _ACCESS_BASE != WRITE:
             perms &= ~int(EptPerm.W)      # the first write must walk again to set the D flag
-        shift = _LEAF_SHIFTS.get(level)
-        if shift is not None:
-            self._leaves[shift][gpa >> shift] = ((hpa >> shift) << shift, perms)
-        return self._cache_page(gpa, hpa & ~0xFFF, perms)
-
-    def _cache_page(self, gpa: int, hpa: int, perms: int) -> _Cached:
+        shift = _LEAF_SHIFTS.get(level, 12)
+        base = (hpa >> shift) << shift
         try:
-            offset = self.walker.offset(hpa, 0x1000)
+            offset = self.walker.offset(base, 1 << shift)   # a RAM leaf lies in one region
         except MemoryError_:
             offset = -1                    # MMIO: translatable, not readable as a page table
+        leaf = (base, perms, offset)
+        if shift != 12:
+            self._leaves[shift][gpa >> shift] = leaf
+        delta = hpa & ((1 << shift) - 1) & ~0xFFF
+        return self._cache_page(gpa, (base + delta, perms, offset + delta if offset >= 0 else -1))
+
+    def _cache_page(self, gpa: int, result: _Cached) -> _Cached:
         if len(self._pages) >= _MAX_CACHED:
             self._pages.clear()
-        result = self._pages[gpa >> 12] = (hpa, perms, offset)
+        self._pages[gpa >> 12] = result
         return result
 
     def invept(self) -> None:
