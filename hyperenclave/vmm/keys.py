@@ -22,13 +22,12 @@ import hmac
 import secrets
 import struct
 from dataclasses import dataclass, field
-from enum import IntEnum, IntFlag
 
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from .sgx import (AttributeFlags, Attributes, KeyRequest, Report, ReportBody, Secs, SgxError,
-                  SgxErrorCode, SgxFault, TargetInfo)
+from .sgx import (AttributeFlags, Attributes, KeyName, KeyPolicy, KeyRequest, Report, ReportBody,
+                  Secs, SgxError, SgxErrorCode, SgxFault, TargetInfo)
 
 ROOT_SECRET_SIZE = 32
 KEY_SIZE = 16
@@ -45,21 +44,8 @@ DD_REPORT_KEY = struct.Struct("<H6x16s16s32s16s32s")
 assert DD_SEAL_KEY.size == 176 and DD_REPORT_KEY.size == 120
 
 
-class KeyName(IntEnum):
-    """KEYREQUEST.KEYNAME (SDM "Supported KEYName Values")."""
-
-    EINITTOKEN = 0
-    PROVISION = 1
-    PROVISION_SEAL = 2
-    REPORT = 3
-    SEAL = 4
-
-
-class KeyPolicy(IntFlag):
-    """KEYREQUEST.KEYPOLICY bits this CPU offers (the KSS bits 2-5 it does not: #GP)."""
-
-    MRENCLAVE = 1 << 0
-    MRSIGNER = 1 << 1
+#: KEYREQUEST.KEYPOLICY bits this CPU offers (the KSS bits 2-5 it does not: #GP).
+OFFERED_KEY_POLICY = KeyPolicy.MRENCLAVE | KeyPolicy.MRSIGNER
 
 
 def aes_cmac(key: bytes, data: bytes) -> bytes:
@@ -72,7 +58,7 @@ def aes_cmac(key: bytes, data: bytes) -> bytes:
 def dd_report_key(attributes: Attributes, owner_epoch: bytes, mr_enclave: bytes, cpu_svn: bytes,
                   key_id: bytes) -> bytes:
     """The REPORT key's derivation data for the enclave (MRENCLAVE, ATTRIBUTES) it belongs to."""
-    return DD_REPORT_KEY.pack(KeyName.REPORT, attributes.pack(), owner_epoch, mr_enclave,
+    return DD_REPORT_KEY.pack(KeyName.REPORT_KEY, attributes.pack(), owner_epoch, mr_enclave,
                               cpu_svn, key_id)
 
 
@@ -83,7 +69,7 @@ def dd_seal_key(secs: Secs, request: KeyRequest, owner_epoch: bytes) -> bytes:
                           & secs.attributes.flags, mask.xfrm & secs.attributes.xfrm)
     policy = KeyPolicy(request.key_policy)
     return DD_SEAL_KEY.pack(
-        KeyName.SEAL, tmp_attr.pack(), mask.pack(), owner_epoch, request.cpu_svn,
+        KeyName.SEAL_KEY, tmp_attr.pack(), mask.pack(), owner_epoch, request.cpu_svn,
         request.isv_svn, secs.isv_prod_id,
         secs.mr_enclave if KeyPolicy.MRENCLAVE in policy else bytes(32),
         secs.mr_signer if KeyPolicy.MRSIGNER in policy else bytes(32), request.key_id)
@@ -121,20 +107,20 @@ class PlatformKeys:
 
     def report_key(self, mr_enclave: bytes, attributes: Attributes, key_id: bytes) -> bytes:
         """The REPORT key of the enclave (mr_enclave, attributes)."""
-        return aes_cmac(self.base_key(KeyName.REPORT),
+        return aes_cmac(self.base_key(KeyName.REPORT_KEY),
                         dd_report_key(attributes, self.owner_epoch, mr_enclave, self.cpu_svn,
                                       key_id))
 
     # ------------------------------------------------------------------ the leaves
     def egetkey(self, secs: Secs, request: KeyRequest) -> bytes:
         """EGETKEY for the enclave of `secs`. Raises SgxError (RAX code) or SgxFault (#GP)."""
-        if request.key_policy & ~int(KeyPolicy.MRENCLAVE | KeyPolicy.MRSIGNER):
+        if request.key_policy & ~int(OFFERED_KEY_POLICY):
             raise SgxFault.gp(f"KEYREQUEST.KEYPOLICY {request.key_policy:#x} has bits this CPU "
                               "does not support")
         name = request.key_name
-        if name == KeyName.REPORT:
+        if name == KeyName.REPORT_KEY:
             return self.report_key(secs.mr_enclave, secs.attributes, request.key_id)
-        if name == KeyName.SEAL:
+        if name == KeyName.SEAL_KEY:
             if request.isv_svn > secs.isv_svn:
                 raise SgxError(SgxErrorCode.SGX_INVALID_ISVSVN, f"KEYREQUEST.ISVSVN "
                                f"{request.isv_svn} is newer than the enclave's {secs.isv_svn}")
@@ -142,14 +128,14 @@ class PlatformKeys:
                 raise SgxError(SgxErrorCode.SGX_INVALID_CPUSVN, f"KEYREQUEST.CPUSVN "
                                f"{request.cpu_svn.hex()} is newer than the CPU's "
                                f"{self.cpu_svn.hex()}")
-            return aes_cmac(self.base_key(KeyName.SEAL),
+            return aes_cmac(self.base_key(KeyName.SEAL_KEY),
                             dd_seal_key(secs, request, self.owner_epoch))
-        wanted = {KeyName.EINITTOKEN: AttributeFlags.EINITTOKENKEY,
-                  KeyName.PROVISION: AttributeFlags.PROVISIONKEY,
-                  KeyName.PROVISION_SEAL: AttributeFlags.PROVISIONKEY}.get(name)
+        wanted = {KeyName.EINITTOKEN_KEY: AttributeFlags.EINITTOKENKEY,
+                  KeyName.PROVISION_KEY: AttributeFlags.PROVISIONKEY,
+                  KeyName.PROVISION_SEAL_KEY: AttributeFlags.PROVISIONKEY}.get(name)
         if wanted is not None and not secs.attributes.flags & wanted:
             raise SgxError(SgxErrorCode.SGX_INVALID_ATTRIBUTE,
-                           f"{KeyName(name).name} key needs ATTRIBUTES.{wanted.name}")
+                           f"{KeyName(name).name} needs ATTRIBUTES.{wanted.name}")
         raise SgxError(SgxErrorCode.SGX_INVALID_KEYNAME,
                        f"KEYNAME {name} is not offered (HyperEnclave: REPORT and SEAL keys only)")
 

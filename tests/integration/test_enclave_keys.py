@@ -58,7 +58,7 @@ def seal_fingerprint(monitor, enclave, policy: KeyPolicy) -> int:
     """What the enclave should have returned, from the monitor's own key hierarchy."""
     secs = Secs(attributes=Attributes(AttributeFlags.INIT | AttributeFlags.MODE64BIT, 3),
                 mr_enclave=enclave.mrenclave, mr_signer=enclave.mrsigner)
-    request = KeyRequest(key_name=KeyName.SEAL, key_policy=policy)
+    request = KeyRequest(key_name=KeyName.SEAL_KEY, key_policy=policy)
     return fingerprint(monitor.key_leaves.keys.egetkey(secs, request))
 
 

@@ -41,7 +41,7 @@ class SealedBlob:
 
     def key_request(self) -> KeyRequest:
         """The KEYREQUEST the enclave makes for this blob."""
-        return KeyRequest(key_name=KeyName.SEAL, key_policy=self.policy, isv_svn=self.isv_svn,
+        return KeyRequest(key_name=KeyName.SEAL_KEY, key_policy=self.policy, isv_svn=self.isv_svn,
                           cpu_svn=self.cpu_svn, attribute_mask=Attributes(FLAGS_MASK, 0),
                           key_id=self.key_id + bytes(16), misc_mask=MISC_MASK)
 

@@ -38,7 +38,7 @@ def keeping_rcx(code: str) -> str:
 
 
 def seal(policy: int, **kw) -> KeyRequest:
-    return KeyRequest(key_name=KeyName.SEAL, key_policy=policy, **kw)
+    return KeyRequest(key_name=KeyName.SEAL_KEY, key_policy=policy, **kw)
 
 
 # --------------------------------------------------------------------- derivation, no CPU
@@ -73,7 +73,7 @@ def test_keys_are_cmac_of_the_derivation_data_under_a_base_key_from_the_root() -
     keys = PlatformKeys(ROOT)
     secs = identity()
     req = seal(KeyPolicy.MRSIGNER)
-    base = aes_cmac(ROOT[:16], b"HyperEnclave base key" + struct.pack("<H", KeyName.SEAL))
+    base = aes_cmac(ROOT[:16], b"HyperEnclave base key" + struct.pack("<H", KeyName.SEAL_KEY))
     assert keys.egetkey(secs, req) == aes_cmac(base, dd_seal_key(secs, req, ROOT[16:]))
     assert PlatformKeys(bytes(32)).egetkey(secs, req) != keys.egetkey(secs, req), \
         "another platform (root secret) gives other keys"
@@ -101,8 +101,8 @@ def test_newer_svns_and_keys_not_offered_are_sgx_errors() -> None:
     cases = [(seal(2, isv_svn=4), SgxErrorCode.SGX_INVALID_ISVSVN),
              (seal(2, cpu_svn=bytes([3]) + bytes(15)), SgxErrorCode.SGX_INVALID_CPUSVN),
              (KeyRequest(key_name=9), SgxErrorCode.SGX_INVALID_KEYNAME),
-             (KeyRequest(key_name=KeyName.PROVISION), SgxErrorCode.SGX_INVALID_ATTRIBUTE),
-             (KeyRequest(key_name=KeyName.EINITTOKEN), SgxErrorCode.SGX_INVALID_ATTRIBUTE)]
+             (KeyRequest(key_name=KeyName.PROVISION_KEY), SgxErrorCode.SGX_INVALID_ATTRIBUTE),
+             (KeyRequest(key_name=KeyName.EINITTOKEN_KEY), SgxErrorCode.SGX_INVALID_ATTRIBUTE)]
     for request, code in cases:
         with pytest.raises(SgxError) as err:
             keys.egetkey(identity(), request)
