@@ -41,6 +41,8 @@ RFLAGS_CF, RFLAGS_PF, RFLAGS_AF, RFLAGS_ZF, RFLAGS_SF = 1 << 0, 1 << 2, 1 << 4, 
 RFLAGS_OF = 1 << 11
 RFLAGS_IF = 1 << 9
 CR4_VMXE = 1 << 13
+SYSCALL_INSN = b"\x0f\x05"
+RFLAGS_STATUS = 0x8D5                    # CF PF AF ZF SF OF
 CPUID1_ECX_VMX = 1 << 5
 RFLAGS_RF = 1 << 16
 
@@ -189,6 +191,7 @@ class CpuStats:
     exceptions: int = 0
     interrupts: int = 0
     syscalls: int = 0
+    replayed_syscalls: int = 0              # SYSCALLs whose hook Unicorn skipped, run again
     exits: dict[str, int] = field(default_factory=dict)
 
 
@@ -338,8 +341,9 @@ class VCpu:
         # end of the translation block, so every hooked instruction left in that block loses
         # all hooks but the first. CPUID does not end a block (a loop of them lost 95% under a
         # stop storm), SYSCALL/IN/OUT do (a stop must land inside the helper itself: 165 in
-        # 100,000 SYSCALLs under a stop every 20 us, 0 for IN/OUT), so CPUID goes first. RDTSC
-        # comes last: a skipped one reads Unicorn's own TSC.
+        # 100,000 SYSCALLs under a stop every 20 us, 0 for IN/OUT), so CPUID goes first; a
+        # SYSCALL that loses its hook this way is mostly recognised after the slice and run
+        # again (replay_skipped_syscall). RDTSC comes last: a skipped one reads Unicorn's TSC.
         uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, x86.UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, x86.UC_X86_INS_OUT)
@@ -647,6 +651,8 @@ class VCpu:
             timed_out = self.timer.disarm()
             if self._event is None and not self.io.stop_requested and not timed_out:
                 self._check_hlt(start_rip if step else None)
+            if self._event is None:
+                self.replay_skipped_syscall()
         event, self._event = self._event, None
         if event is not None:
             try:
@@ -655,6 +661,27 @@ class VCpu:
                 if not (check.triple_fault and self.intercept is not None):
                     raise
                 self.intercept.on_triple_fault(self, check)
+
+    def replay_skipped_syscall(self) -> bool:
+        """A stop that was pending while a SYSCALL's block ran (the slice timer fired during
+        an earlier hook of that block, a TLB fill say) makes Unicorn skip the SYSCALL hook,
+        which comes second (see __init__): the instruction then only advances RIP, and the block
+        and the slice end right after it. Recognised after the slice and run again: no event,
+        CPL 3, RIP just past `0F 05`, and not the state a return from that SYSCALL leaves
+        (SYSRET sets RIP = RCX and RFLAGS from R11; the kernel's other return paths restore
+        both). A skipped SYSCALL in a tight loop can still look returned-from (the previous
+        round's RCX, the same status flags): that case stays unrecognised."""
+        rip, rcx, r11, rflags, cs = self.read_registers("rip", "rcx", "r11", "rflags", "cs")
+        if cs & 3 != 3 or (rcx == rip and not (rflags ^ r11) & RFLAGS_STATUS):
+            return False
+        try:
+            if self.read_virtual(rip - 2, 2) != SYSCALL_INSN:
+                return False
+        except (PageFault, SecondStageFault, MemoryError_):
+            return False
+        self.stats.replayed_syscalls += 1
+        self.write_registers(rip=rip - 2)
+        return True
 
     def _on_uc_error(self, err: UcError) -> None:
         rip = self.rip

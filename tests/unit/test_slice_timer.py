@@ -41,3 +41,56 @@ def test_no_cpuid_or_out_is_lost_when_slices_end_every_50_us() -> None:
     assert bm.recorder.values == list(range(20000, 0, -1)), "every OUT reached the device, once"
     assert spy.cpuids == 3 * 20000
     assert bm.cpu.timer.stops > 10, "slices really were cut by the timer"
+
+
+def _stopped_after_syscall(rcx_is_rip: bool, flags_as_r11: bool):
+    """A vCPU at CPL 3 right after a SYSCALL at USER + 5, as a slice left it with no event."""
+    from tests.support.baremetal import USER
+    from tests.unit.test_idt_delivery import enter_user
+    bm = BareMetal()
+    enter_user(bm, "mov $39, %eax ; syscall ; nop ; nop")
+    bm.cpu.rip = KERNEL
+    while bm.cpu.cpl != 3:                         # five pushes and the iretq to USER
+        bm.cpu.run_slice(10_000, step=True)
+    rflags = bm.cpu.reg("rflags")
+    bm.cpu.write_registers(rip=USER + 7, rcx=USER + 7 if rcx_is_rip else 0x1234,
+                           r11=rflags if flags_as_r11 else rflags ^ 0x40)
+    return bm, USER
+
+
+def test_a_skipped_syscall_is_recognised_and_run_again() -> None:
+    bm, user = _stopped_after_syscall(rcx_is_rip=False, flags_as_r11=True)
+    assert bm.cpu.replay_skipped_syscall()
+    assert bm.cpu.rip == user + 5 and bm.cpu.stats.replayed_syscalls == 1
+    bm, user = _stopped_after_syscall(rcx_is_rip=True, flags_as_r11=False)
+    assert bm.cpu.replay_skipped_syscall(), "flags that SYSRET would have restored differ"
+
+
+def test_the_state_a_syscall_returns_to_is_left_alone() -> None:
+    bm, user = _stopped_after_syscall(rcx_is_rip=True, flags_as_r11=True)
+    assert not bm.cpu.replay_skipped_syscall()
+    assert bm.cpu.rip == user + 7
+
+
+def test_a_returned_syscall_is_never_run_twice() -> None:
+    """Under a stop every 20 us, whatever the slices do, a kernel that counts SYSCALLs sees
+    none of them twice."""
+    from tests.unit.test_idt_delivery import KCS, enter_user
+    bm = BareMetal()
+    bm.cpu.set_msr(0xC0000081, (0x23 << 48) | (KCS << 32))
+    bm.cpu.set_msr(0xC0000082, 0x130000)
+    bm.load(0x130000, "inc %r13 ; sysretq")
+    enter_user(bm, """
+        mov $3000, %r12 ; xor %r13, %r13
+    1:  mov $39, %eax ; syscall
+        dec %r12 ; jnz 1b
+        mov %r13, %rax ; out %eax, $0xe9
+        mov $0x2000, %ax ; out %ax, $0xea
+    """)
+    bm.cpu.rip = KERNEL
+    slices = 0
+    while not bm.bus.stop_requested and slices < 200_000:
+        bm.cpu.run_slice(20)
+        slices += 1
+    (counted,) = bm.recorder.values
+    assert counted <= 3000, "no SYSCALL ran twice"
