@@ -1,6 +1,6 @@
 /*
  * The untrusted runtime (he_urts.h): builds signed bundles through /dev/hyper_enclave (mmap a
- * range, pick a size-aligned ELRANGE in it, ENCLAVE_CREATE, ADD_PAGE for every page, INIT),
+ * range, pick a size-aligned ELRANGE in it, ENCLAVE_CREATE, ADD_PAGES for each run of pages, INIT),
  * shares the marshalling buffer (ADD_SHARED_MEMORY) and runs ECALLs with the real ENCLU
  * instruction: EENTER, OCALLs served from the app's table and answered with ORET, ERESUME at
  * the AEP after every AEX, and an exception inside the enclave (which the kernel hands to
@@ -126,16 +126,25 @@ static long build(struct he_enclave *e, const uint8_t *file, const struct he_enc
     e->ms_buf_size = h->ms_buf_size;
     struct he_enclave_create create = {(uint64_t)&secs};
     long status = check(e, "ENCLAVE_CREATE", ioctl(e->dev, HE_IOC_ENCLAVE_CREATE, &create));
-    for (uint32_t i = 0; i < h->nr_pages && !status; i++) {
-        char what[48];
+    /* runs of contiguous pages with one SECINFO and measurement go in one ADD_PAGES call */
+    for (uint32_t i = 0, n; i < h->nr_pages && !status; i += n) {
+        for (n = 1; i + n < h->nr_pages && pages[i + n].secinfo == pages[i].secinfo &&
+             pages[i + n].flags == pages[i].flags &&
+             pages[i + n].offset == pages[i].offset + n * PAGE_SIZE; n++)
+            ;
+        for (uint32_t k = i; k < i + n; k++)
+            if (((pages[k].secinfo >> 8) & 0xff) == SGX_PAGE_TYPE_TCS && e->nr_tcs < HE_MAX_TCS)
+                e->tcs[e->nr_tcs++] = e->base + pages[k].offset;
         secinfo.flags = pages[i].secinfo;
-        struct he_enclave_add_page add = {
-            e->base + pages[i].offset, (uint64_t)(data + i * PAGE_SIZE), (uint64_t)&secinfo,
-            pages[i].flags & HE_ENCLAVE_PAGE_MEASURED ? HE_ADD_PAGE_EXTEND : 0};
-        snprintf(what, sizeof(what), "ADD_PAGE at %#lx", (unsigned long)add.addr);
-        if (((pages[i].secinfo >> 8) & 0xff) == SGX_PAGE_TYPE_TCS && e->nr_tcs < HE_MAX_TCS)
-            e->tcs[e->nr_tcs++] = add.addr;
-        status = check(e, what, ioctl(e->dev, HE_IOC_ENCLAVE_ADD_PAGE, &add));
+        struct he_enclave_add_pages add = {
+            (uint64_t)(data + i * PAGE_SIZE), e->base + pages[i].offset, n * PAGE_SIZE,
+            (uint64_t)&secinfo, pages[i].flags & HE_ENCLAVE_PAGE_MEASURED ? HE_ADD_PAGE_EXTEND : 0,
+            0};
+        long ret = ioctl(e->dev, HE_IOC_ENCLAVE_ADD_PAGES, &add);
+        char what[48];
+        snprintf(what, sizeof(what), "ADD_PAGE at %#lx",
+                 (unsigned long)(add.addr + add.count * PAGE_SIZE));
+        status = check(e, what, ret);
     }
     if (status)
         return status;
