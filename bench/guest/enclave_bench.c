@@ -10,29 +10,20 @@
  * BUNDLE for `calls`: RDI = 1 is an empty ECALL; RDI = 2 starts an ECALL that makes RSI OCALLs:
  * it EEXITs with RDX = 1 per OCALL and is entered again (RDI = 3) until it EEXITs with RDX = 0.
  */
+#include "he_urts.h"
 #include "../user/he_steps.h"      /* hyperenclave/guest/user/, found through -Iinclude */
 
 #define MAX_LIVE 64
 
-static volatile unsigned long aex_count;
 static struct he_bundle b;
 
-/* EENTER with RDI, RSI; each AEX (a timer tick) is ERESUMEd. The enclave's RDX. */
+/* EENTER with RDI, RSI through the untrusted runtime's ENCLU loop (each AEX, a timer tick,
+ * is counted and ERESUMEd). The enclave's RDX. */
 static unsigned long call(uint64_t tcs, unsigned long rdi, unsigned long rsi)
 {
-    unsigned long rdx;
-    __asm__ volatile("lea 2f(%%rip), %%rcx\n\t"
-                     "mov $2, %%eax\n\t"
-                     "enclu\n\t"
-                     "jmp 3f\n"
-                     "2:\n\t"
-                     "lock incq aex_count(%%rip)\n\t"
-                     "enclu\n"
-                     "3:"
-                     : "=d"(rdx), "+b"(tcs), "+D"(rdi), "+S"(rsi)
-                     :
-                     : "rax", "rcx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
-                       "memory", "cc");
+    long di = (long)rdi;
+    uint64_t si = rsi, rdx;
+    he_enclu_enter(tcs, &di, &si, &rdx);
     return rdx;
 }
 
@@ -68,7 +59,7 @@ static int calls(unsigned long n, unsigned long runs, unsigned long extra)
         }
     }
     uint64_t tcs = live[extra].tcs[0], ecall = ~0UL, ocall = ~0UL;
-    unsigned long aex_before = aex_count;
+    unsigned long aex_before = he_aex_count;
     printf("bench: %lu enclaves live\n", extra + 1);
     for (unsigned long r = 0; r < runs; r++) {
         uint64_t t0 = rdtsc();
@@ -84,7 +75,7 @@ static int calls(unsigned long n, unsigned long runs, unsigned long extra)
     }
     printf("bench: ecall %lu %lu\n", extra + 1, (unsigned long)ecall);
     printf("bench: ocall %lu %lu\n", extra + 1, (unsigned long)ocall);
-    printf("bench: %lu AEX (timer ticks) during the calls\n", aex_count - aex_before);
+    printf("bench: %lu AEX (timer ticks) during the calls\n", he_aex_count - aex_before);
     for (unsigned long i = 0; i <= extra; i++)
         close(live[i].dev);
     return 0;

@@ -11,24 +11,14 @@
  *     kernel reports as a segfault at the buffer (this process dies there).
  */
 #include "he_steps.h"
+#include "he_urts.h"
 
-static volatile unsigned long aex_count;
-
-/* EENTER with RDI = buf; each AEX is counted and ERESUMEd. */
+/* EENTER with RDI = buf (the untrusted runtime's ENCLU loop: each AEX counted, ERESUMEd). */
 static void ecall(uint64_t tcs, volatile unsigned long *buf)
 {
-    __asm__ volatile("lea 2f(%%rip), %%rcx\n\t"
-                     "mov $2, %%eax\n\t"
-                     "enclu\n\t"
-                     "jmp 3f\n"
-                     "2:\n\t"
-                     "lock incq aex_count(%%rip)\n\t"
-                     "enclu\n"
-                     "3:"
-                     : "+b"(tcs), "+D"(buf)
-                     :
-                     : "rax", "rcx", "rdx", "rsi", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
-                       "r15", "memory", "cc");
+    long rdi = (long)buf;
+    uint64_t rsi = 0, rdx;
+    he_enclu_enter(tcs, &rdi, &rsi, &rdx);
 }
 
 int main(int argc, char **argv)
@@ -58,10 +48,10 @@ int main(int argc, char **argv)
         return 1;
     }
     buf[0] = 100;
-    unsigned long before = aex_count;
+    unsigned long before = he_aex_count;
     ecall(e.tcs[0], buf);
     printf("enclave_shmem: after munmap and a new page: ECALL(100) = %lu after %lu AEX\n",
-           buf[1], aex_count - before);
+           buf[1], he_aex_count - before);
 
     printf("enclave_shmem: REMOVE_SHARED_MEMORY: %s\n",
            he_result(he_share(&e, (void *)buf, HE_PAGE, 1)));
