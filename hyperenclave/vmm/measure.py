@@ -7,9 +7,11 @@ MRENCLAVE is one SHA-256 over 64-byte records, little-endian:
 - EEXTEND: "EEXTEND\\0" | chunk offset from BASEADDR u64 | 48 zero bytes, then the 256 bytes of
   the chunk (16 such groups per measured page)
 
-EINIT's SHA256FINAL is the ordinary SHA-256 padding, so hashlib gives the same digest. Whole pages
-and ranges are fed to hashlib in one buffer each, which keeps a 64 MiB enclave to a fraction of a
-second (HyperEnclave's `enclave/measure.rs` does the same records).
+EINIT's SHA256FINAL is the ordinary SHA-256 padding, so hashlib gives the same digest. The records
+of a run of pages are laid out by numpy in a reused block of RECORD_BATCH pages (one vectorised
+copy interleaves the headers with the 256-byte chunks) and fed to hashlib a block at a time: a
+Python loop per chunk cost 4x the hashing itself. The block stays cache-sized, so a 64 MiB
+enclave needs no 80 MiB temporary (HyperEnclave's `enclave/measure.rs` does the same records).
 """
 
 from __future__ import annotations
@@ -17,12 +19,19 @@ from __future__ import annotations
 import hashlib
 import struct
 
+import numpy as np
+
 from .sgx import PAGE_SIZE, SecInfo
 
 EEXTEND_CHUNK = 256
 _ECREATE = struct.Struct("<8sIQ44x")
 _EADD = struct.Struct("<8sQ48s")
 _EEXTEND = struct.Struct("<8sQ48x")
+RECORD_SIZE = 64
+CHUNKS_PER_PAGE = PAGE_SIZE // EEXTEND_CHUNK
+#: Pages per block handed to hashlib: ~1.3 MiB of records, measured fastest on this machine.
+RECORD_BATCH = 256
+_CHUNK_OFFSETS = np.arange(CHUNKS_PER_PAGE, dtype="<u8") * EEXTEND_CHUNK
 
 
 class MeasurementError(RuntimeError):
@@ -70,11 +79,8 @@ class EnclaveMeasurement:
         view = memoryview(data).cast("B")
         if offset % PAGE_SIZE or len(view) % PAGE_SIZE:
             raise MeasurementError(f"pages at {offset:#x}+{len(view):#x} are not page-aligned")
-        eadd_tail = secinfo.pack()[:48]
-        for pos in range(0, len(view), PAGE_SIZE):
-            self._sha.update(_EADD.pack(b"EADD", offset + pos, eadd_tail))
-            if measure:
-                self._sha.update(_eextend_records(offset + pos, view[pos:pos + PAGE_SIZE]))
+        for block in _page_records(offset, view, secinfo.pack()[:48], measure):
+            self._sha.update(block)
 
     def finalize(self) -> bytes:
         """EINIT's SHA256FINAL: the MRENCLAVE. Later calls return the same value; later build
@@ -86,14 +92,41 @@ class EnclaveMeasurement:
         return self._digest
 
 
-def _eextend_records(offset: int, data: bytes | bytearray | memoryview) -> bytes:
+def _eextend_records(offset: int, data: bytes | bytearray | memoryview) -> memoryview:
+    """The EEXTEND records (header, chunk) of `data`, the first chunk at `offset`."""
     view = memoryview(data).cast("B")
     if offset % EEXTEND_CHUNK or len(view) % EEXTEND_CHUNK:
         raise MeasurementError(f"EEXTEND of {offset:#x}+{len(view):#x} is not in whole "
                                f"{EEXTEND_CHUNK}-byte chunks")
-    parts: list[bytes | memoryview] = []
-    for pos in range(0, len(view), EEXTEND_CHUNK):
-        parts.append(_EEXTEND.pack(b"EEXTEND", offset + pos))
-        parts.append(view[pos:pos + EEXTEND_CHUNK])
-    return b"".join(parts)
+    chunks = len(view) // EEXTEND_CHUNK
+    records = np.zeros((chunks, RECORD_SIZE + EEXTEND_CHUNK), dtype=np.uint8)
+    records[:, :8] = np.frombuffer(b"EEXTEND\0", np.uint8)
+    offsets = offset + np.arange(chunks, dtype="<u8") * EEXTEND_CHUNK
+    records[:, 8:16] = offsets.view(np.uint8).reshape(chunks, 8)
+    records[:, RECORD_SIZE:] = np.frombuffer(view, np.uint8).reshape(chunks, EEXTEND_CHUNK)
+    return memoryview(records).cast("B")
 
+
+def _page_records(offset: int, view: memoryview, eadd_tail: bytes, measure: bool):
+    """Blocks of up to RECORD_BATCH pages' records: per page its EADD, then (if `measure`) 16
+    EEXTEND headers each followed by its chunk. The yielded views share one buffer: hash each
+    before asking for the next."""
+    pages = len(view) // PAGE_SIZE
+    per_page = RECORD_SIZE + (CHUNKS_PER_PAGE * (RECORD_SIZE + EEXTEND_CHUNK) if measure else 0)
+    block = np.zeros((min(pages, RECORD_BATCH), per_page), dtype=np.uint8)
+    block[:, :8] = np.frombuffer(b"EADD\0\0\0\0", np.uint8)
+    block[:, 16:RECORD_SIZE] = np.frombuffer(eadd_tail, np.uint8)
+    if measure:
+        extends = block[:, RECORD_SIZE:].reshape(len(block), CHUNKS_PER_PAGE, -1)
+        extends[:, :, :8] = np.frombuffer(b"EEXTEND\0", np.uint8)
+    contents = np.frombuffer(view, np.uint8)
+    for first in range(0, pages, RECORD_BATCH):
+        n = min(RECORD_BATCH, pages - first)
+        bases = offset + (np.arange(first, first + n, dtype="<u8") << np.uint64(12))
+        block[:n, 8:16] = bases.view(np.uint8).reshape(n, 8)
+        if measure:
+            chunk_offsets = bases[:, None] + _CHUNK_OFFSETS[None, :]
+            extends[:n, :, 8:16] = chunk_offsets.view(np.uint8).reshape(n, CHUNKS_PER_PAGE, 8)
+            extends[:n, :, RECORD_SIZE:] = contents[first * PAGE_SIZE:(first + n) * PAGE_SIZE] \
+                .reshape(n, CHUNKS_PER_PAGE, EEXTEND_CHUNK)
+        yield memoryview(block[:n]).cast("B")
