@@ -6,6 +6,10 @@
  *   enclave_bench calls BUNDLE N RUNS EXTRA with EXTRA more enclaves live:
  *                                          "bench: ecall LIVE NS" per empty ECALL (EENTER+EEXIT)
  *                                          "bench: ocall LIVE NS" per OCALL (EEXIT+EENTER)
+ *   enclave_bench threads BUNDLE N RUNS K  "bench: threads K NS" per empty ECALL when the
+ *                                          calls go round-robin over K TCSs of one enclave
+ *                                          (K host threads taking turns: the mock kernel has
+ *                                          no threads and the machine one vCPU)
  *
  * BUNDLE for `calls`: RDI = 1 is an empty ECALL; RDI = 2 starts an ECALL that makes RSI OCALLs:
  * it EEXITs with RDX = 1 per OCALL and is entered again (RDI = 3) until it EEXITs with RDX = 0.
@@ -81,6 +85,31 @@ static int calls(unsigned long n, unsigned long runs, unsigned long extra)
     return 0;
 }
 
+static int threads(unsigned long n, unsigned long runs, unsigned long k)
+{
+    struct he_encl e;
+    long ret = he_build(&e, &b);
+    if (ret) {
+        printf("bench: enclave: %s\n", he_result(ret));
+        return 1;
+    }
+    if (!k || k > e.nr_tcs) {
+        printf("bench: %lu threads asked, the enclave has %u TCSs\n", k, e.nr_tcs);
+        return 2;
+    }
+    uint64_t best = ~0UL;
+    for (unsigned long r = 0; r < runs; r++) {
+        uint64_t t0 = rdtsc();
+        for (unsigned long i = 0; i < n; i++)
+            call(e.tcs[i % k], 1, 0);
+        uint64_t t = (rdtsc() - t0) / n;
+        best = t < best ? t : best;
+    }
+    printf("bench: threads %lu %lu\n", k, (unsigned long)best);
+    close(e.dev);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && !strcmp(argv[1], "create") && !he_read_bundle(argv[2], &b))
@@ -88,6 +117,10 @@ int main(int argc, char **argv)
     if (argc >= 6 && !strcmp(argv[1], "calls") && !he_read_bundle(argv[2], &b))
         return calls(strtoul(argv[3], NULL, 0), strtoul(argv[4], NULL, 0),
                      strtoul(argv[5], NULL, 0));
-    printf("usage: enclave_bench create BUNDLE RUNS | calls BUNDLE N RUNS EXTRA\n");
+    if (argc >= 6 && !strcmp(argv[1], "threads") && !he_read_bundle(argv[2], &b))
+        return threads(strtoul(argv[3], NULL, 0), strtoul(argv[4], NULL, 0),
+                       strtoul(argv[5], NULL, 0));
+    printf("usage: enclave_bench create BUNDLE RUNS | calls BUNDLE N RUNS EXTRA"
+           " | threads BUNDLE N RUNS K\n");
     return 2;
 }

@@ -22,8 +22,8 @@ from unicorn import (UC_ARCH_X86, UC_ERR_EXCEPTION, UC_ERR_FETCH_UNMAPPED, UC_ER
                      UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_64,
                      UC_PROT_ALL, UC_TLB_VIRTUAL, Uc, UcError)
 from unicorn import x86_const as x86
-from unicorn.unicorn_const import UC_CTL_TLB_FLUSH
-from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_OK
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC, UcRegMMR, UcRegMSR
 from unicorn.unicorn_py3.unicorn import uccallback, uclib
 
 from . import paging
@@ -220,6 +220,46 @@ class _FastRegs:
         self._write(self._handle, self._ids, self._ptrs, self._n)
 
 
+class _DirectState:
+    """IDTR/GDTR, MSRs and the TLB-flush control straight through libunicorn: the binding's
+    type dispatch costs microseconds a call, and an ECALL makes a dozen such calls."""
+
+    _FLUSH = UC_CTL_IO_WRITE << 30 | UC_CTL_TLB_FLUSH     # uc_ctl code: write, no arguments
+
+    def __init__(self, uc: Uc) -> None:
+        self._handle = uc._uch
+        self._mmr = UcRegMMR()
+        self._msr = UcRegMSR()
+        self._mmr_ref = ctypes.byref(self._mmr)
+        self._msr_ref = ctypes.byref(self._msr)
+
+    @staticmethod
+    def _check(status: int) -> None:
+        if status != UC_ERR_OK:
+            raise UcError(status)
+
+    def table(self, reg: int) -> tuple[int, int]:
+        self._check(uclib.uc_reg_read(self._handle, reg, self._mmr_ref))
+        return self._mmr.base, self._mmr.limit
+
+    def set_table(self, reg: int, base: int, limit: int) -> None:
+        mmr = self._mmr
+        mmr.selector, mmr.base, mmr.limit, mmr.flags = 0, base, limit, 0
+        self._check(uclib.uc_reg_write(self._handle, reg, self._mmr_ref))
+
+    def msr(self, index: int) -> int:
+        self._msr.rid = index
+        self._check(uclib.uc_reg_read(self._handle, x86.UC_X86_REG_MSR, self._msr_ref))
+        return self._msr.val
+
+    def set_msr(self, index: int, value: int) -> None:
+        self._msr.rid, self._msr.val = index, value
+        self._check(uclib.uc_reg_write(self._handle, x86.UC_X86_REG_MSR, self._msr_ref))
+
+    def flush_tlb(self) -> None:
+        self._check(uclib.uc_ctl(self._handle, self._FLUSH))
+
+
 class SliceTimer:
     """Ends each `emu_start` at its deadline by calling `uc.emu_stop()` from a thread.
 
@@ -319,6 +359,7 @@ class VCpu:
         self._batches: dict[tuple[str, ...], _FastRegs] = {}
         self._hypercall_out = _FastRegs(uc, (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RIP))
         self._patcher = CpuStatePatcher(uc)
+        self._direct = _DirectState(uc)
         self.second_stage: SecondStage = IdentityStage(memory)
         self.intercept: Intercept | None = None
         self.vmx_root: VmxRoot | None = None     # what VMXON hands the CPU to (the monitor)
@@ -332,9 +373,14 @@ class VCpu:
         self._code_pages: dict[int, int] = {}     # code page -> host page, this slice only
         self._counted = False                     # translated blocks carry Unicorn's count hook
         self._fill_fault: Exception | None = None
-        #: Complete translations of an address space whose tables only the monitor edits (an
-        #: enclave's), attached while the CPU runs in it: its refills after a switch are lookups.
+        #: Complete translations of the address space the CPU runs in, when they can outlive
+        #: Unicorn's untagged TLB (see translation_cache.py): its refills after a switch are
+        #: lookups. An enclave's (only the monitor edits its tables) or `user_translations`.
         self.translation_cache: TranslationCache | None = None
+        #: The host app's translations from the moment it left an enclave until the host kernel
+        #: next runs: user mode cannot INVLPG or write CR3, so they hold as a VPID-tagged TLB's
+        #: would, and an app that calls its enclave in a loop refills by lookup.
+        self.user_translations = TranslationCache()
         uc.hook_add(UC_HOOK_TLB_FILL, self._tlb_fill)
         # Order matters. Unicorn walks every INSN hook for each hooked instruction and stops
         # walking once a stop is pending (our slice timer); the stop takes effect only at the
@@ -372,13 +418,16 @@ class VCpu:
             self.uc.reg_write(x86.UC_X86_REG_XMM0 + i, value)
 
     def msr(self, index: int) -> int:
-        return self.uc.msr_read(index)
+        return self._direct.msr(index)
 
-    def set_msr(self, index: int, value: int) -> None:
-        self.uc.msr_write(index, value)
+    def set_msr(self, index: int, value: int, flush_tlb: bool = True) -> None:
+        """WRMSR; a new EFER changes the walks, so the TLB goes unless the caller switches
+        address spaces itself (`switch_address_space`)."""
+        self._direct.set_msr(index, value)
         if index == MSR_EFER:
             self.efer = value
-            self.flush_tlb()
+            if flush_tlb:
+                self.flush_tlb()
 
     @property
     def rip(self) -> int:
@@ -400,13 +449,11 @@ class VCpu:
 
     def descriptor_table(self, which: str) -> tuple[int, int]:
         """(base, limit) of the GDTR or IDTR."""
-        reg = x86.UC_X86_REG_GDTR if which == "gdtr" else x86.UC_X86_REG_IDTR
-        _, base, limit, _ = self.uc.reg_read(reg)
-        return base, limit
+        return self._direct.table(x86.UC_X86_REG_GDTR if which == "gdtr" else x86.UC_X86_REG_IDTR)
 
     def set_descriptor_table(self, which: str, base: int, limit: int) -> None:
-        reg = x86.UC_X86_REG_GDTR if which == "gdtr" else x86.UC_X86_REG_IDTR
-        self.uc.reg_write(reg, (0, base, limit, 0))
+        self._direct.set_table(x86.UC_X86_REG_GDTR if which == "gdtr" else x86.UC_X86_REG_IDTR,
+                               base, limit)
 
     def task_register(self) -> tuple[int, int, int]:
         """(selector, base, limit) of TR."""
@@ -414,7 +461,11 @@ class VCpu:
         return sel, base, limit
 
     def load_segments(self, cpl: int, cs: int, ss: int) -> None:
-        """Switch privilege level and load CS/SS, as SYSCALL, IDT delivery or VM entry do."""
+        """Switch privilege level and load CS/SS, as SYSCALL, IDT delivery or VM entry do.
+        The kernel may run next (and INVLPG or write CR3): the app's kept translations go."""
+        if self.translation_cache is self.user_translations:
+            self.translation_cache = None
+        self.user_translations.clear()
         self._patcher.set_cpl(cpl)
         self.uc.reg_write(x86.UC_X86_REG_CS, cs)
         self.uc.reg_write(x86.UC_X86_REG_SS, ss)
@@ -444,10 +495,21 @@ class VCpu:
 
     def flush_tlb(self) -> None:
         """INVLPG/INVEPT for everything: translation inputs changed outside the guest's view."""
-        self._code_pages.clear()
         if self.translation_cache is not None:
             self.translation_cache.clear()
-        self.uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)  # the binding has no wrapper for this control
+        self.user_translations.clear()
+        self._flush_uc_tlb()
+
+    def switch_address_space(self, cache: TranslationCache | None) -> None:
+        """CR3/EPTP changed to another address space, as EENTER/EEXIT do: Unicorn's TLB has no
+        tags, so it is flushed, but the translations kept for the address space entered
+        (`cache`, None if it keeps none) stay valid, like a VPID-tagged TLB's."""
+        self.translation_cache = cache
+        self._flush_uc_tlb()
+
+    def _flush_uc_tlb(self) -> None:
+        self._code_pages.clear()
+        self._direct.flush_tlb()
 
     # ----------------------------------------------------------------- memory as the guest sees it
     def translate(self, vaddr: int, access: int = ACCESS_READ, user: bool | None = None
@@ -459,18 +521,20 @@ class VCpu:
         cr0, cr3, cs = self._regs.read()
         if user is None:
             user = cs & 3 == 3
+        stage = self.second_stage
         try:
             if cr0 & paging.CR0_PG:
-                w = paging.walk(self.second_stage, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
-                                bool(self.efer & paging.EFER_NXE))
-                gpa, perms = w.gpa | (vaddr & 0xFFF), w.perms
+                gpa, perms, _ = paging.fill(stage, cr3, vaddr, access, user,
+                                            (cr0 & paging.CR0_WP) != 0,
+                                            (self.efer & paging.EFER_NXE) != 0)
+                gpa |= vaddr & 0xFFF
             else:
                 gpa, perms = vaddr, UC_PROT_ALL
         except SecondStageFault as fault:       # a paging-structure access the EPT refused
             fault.linear, fault.translated = vaddr, False
             raise
         try:
-            hpa, stage_perms = self.second_stage.translate(gpa, access)
+            hpa, stage_perms = stage.translate(gpa, access)
         except SecondStageFault as fault:
             fault.linear, fault.translated = vaddr, True
             raise
@@ -484,9 +548,9 @@ class VCpu:
             return vaddr
         if user is None:
             user = cs & 3 == 3
-        w = paging.walk(self.second_stage, cr3, vaddr, access, user, bool(cr0 & paging.CR0_WP),
-                        bool(self.efer & paging.EFER_NXE))
-        return w.gpa | (vaddr & 0xFFF)
+        gpa, _, _ = paging.fill(self.second_stage, cr3, vaddr, access, user,
+                                (cr0 & paging.CR0_WP) != 0, (self.efer & paging.EFER_NXE) != 0)
+        return gpa | (vaddr & 0xFFF)
 
     def read_virtual(self, vaddr: int, length: int, user: bool | None = None) -> bytes:
         out = bytearray()
@@ -597,12 +661,16 @@ class VCpu:
 
     def _trap_insn(self, rip: int) -> bytes | None:
         """VMCALL/VMMCALL/ENCLU at `rip` under a monitor, found without a page walk when this
-        slice already walked to that code page: a hypercall loop pays for one walk, not one
-        each. (The page was just fetched from, so its mapping is the one Unicorn's TLB holds.)"""
+        slice already walked to that code page or the attached translation cache kept the fill
+        of its fetch: a hypercall or ECALL loop pays for one walk, not one each. (The page was
+        just fetched from, so its mapping is the one Unicorn's TLB holds.)"""
         if self.intercept is None:
             return None
         key = rip >> 12
         hpa = self._code_pages.get(key)
+        if hpa is None and self.translation_cache is not None:
+            hit = self.translation_cache.get((key, ACCESS_FETCH))   # the fill of this fetch
+            hpa = None if hit is None else hit[0]
         if hpa is None:
             try:
                 hpa = self.translate(rip & ~0xFFF, ACCESS_FETCH)[0]

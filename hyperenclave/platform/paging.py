@@ -1,12 +1,16 @@
 """The x86-64 guest page walk (SDM Vol. 3A 4.5), done in software on every TLB fill.
 
 Each table read goes through a `GuestPhysical` accessor, so a second translation stage (the EPT)
-applies to the walk itself, exactly as nested paging does in hardware.
+applies to the walk itself, exactly as nested paging does in hardware. A `CachedStage` (the
+EPT's) is read through its cache directly, without a call per entry.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import NamedTuple, Protocol
+
+from .memory import MemoryError_
 
 # Page-table entry bits.
 PTE_P = 1 << 0
@@ -43,11 +47,16 @@ ACCESS_READ, ACCESS_WRITE, ACCESS_FETCH = 16, 17, 18
 # Result permissions, numbered as Unicorn's UC_PROT_*.
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
-_LEVEL_SHIFTS = (39, 30, 21, 12)
-_PAGE_SIZE_AT = {30: 1 << 30, 21: 1 << 21, 12: 1 << 12}
-# Bits that must be zero (MAXPHYADDR = 52 here, so only the PS bit in a PML4E and the low bits of
-# large-page addresses are reserved).
-_RSVD_LARGE = {30: 0x3FFF_E000, 21: 0x1F_E000}
+# Per level of the walk: (shift, bits that make the entry a leaf, bits reserved in a leaf, bits
+# reserved in any entry). MAXPHYADDR = 52 here, so only the PS bit of a PML4E and the low address
+# bits of a large page are reserved; a PTE is always a leaf (its bit 7 is PAT).
+_LEVELS = (
+    (39, 0, 0, PTE_PS),
+    (30, PTE_PS, 0x3FFF_E000, 0),
+    (21, PTE_PS, 0x1F_E000, 0),
+    (12, -1, 0, 0),
+)
+_U64 = struct.Struct("<Q")
 
 
 class GuestPhysical(Protocol):
@@ -56,6 +65,21 @@ class GuestPhysical(Protocol):
     def read_u64(self, gpa: int) -> int: ...
 
     def write_u64(self, gpa: int, value: int) -> None: ...
+
+
+class CachedStage(GuestPhysical, Protocol):
+    """A `GuestPhysical` with a per-page translation cache the walk reads without a call per
+    entry (the EPT's `EptTlb`): on every TLB fill the table reads are the hot path.
+
+    `pages` maps a guest page number to (host page, R/W/X, offset of the page in `view` or -1
+    if it is not RAM) and may lack any page; `miss(gpa, access)` translates the page for the
+    access (raising `SecondStageFault`), caches it and returns it.
+    """
+
+    view: memoryview
+    pages: dict[int, tuple[int, int, int]]
+
+    def miss(self, gpa: int, access: int) -> tuple[int, int, int]: ...
 
 
 class PageFault(Exception):
@@ -68,8 +92,7 @@ class PageFault(Exception):
 
 
 class PageWalk(NamedTuple):
-    """One completed walk: where the page is and what the access may do (a tuple: the TLB
-    fill builds one per miss)."""
+    """One completed walk: where the page is and what the access may do."""
 
     gpa: int            # guest-physical address of the 4 KiB page holding the address
     perms: int          # PROT_* bits granted for this fill
@@ -79,59 +102,83 @@ class PageWalk(NamedTuple):
 
 def walk(phys: GuestPhysical, cr3: int, vaddr: int, access: int, user: bool,
          cr0_wp: bool = True, nxe: bool = True) -> PageWalk:
-    """Translate `vaddr` for one access, setting A (and D on writes) like the hardware does.
+    """`fill`, recording the entries it read (for debuggers)."""
+    entries: list[tuple[int, int]] = []
+    gpa, perms, size = fill(phys, cr3, vaddr, access, user, cr0_wp, nxe, entries)
+    return PageWalk(gpa, perms, size, tuple(entries))
+
+
+def fill(phys: GuestPhysical, cr3: int, vaddr: int, access: int, user: bool,
+         cr0_wp: bool = True, nxe: bool = True, entries: list[tuple[int, int]] | None = None
+         ) -> tuple[int, int, int]:
+    """Translate `vaddr` for one access, setting A (and D on writes) like the hardware does:
+    (guest-physical page, PROT_* bits granted, page size). `entries`, if given, gets
+    (entry gpa, entry) for each level read.
 
     A writable page whose D bit is still clear is granted without PROT_WRITE, so the first write
-    comes back as a WRITE fill and sets D exactly then.
+    comes back as a WRITE fill and sets D exactly then. Every TLB fill runs this, so a
+    `CachedStage` is read from its cache inline and the error code is built only on a fault.
     """
-    write = access == ACCESS_WRITE
-    fetch = access == ACCESS_FETCH
-    err = (PF_W if write else 0) | (PF_U if user else 0) | (PF_I if fetch and nxe else 0)
     if vaddr >> 47 not in (0, 0x1FFFF):
         # Non-canonical: the hardware raises #GP; a fill for it cannot happen from valid code.
-        raise PageFault(vaddr, err)
+        raise PageFault(vaddr, _error_code(access, user, nxe))
+    pages: dict[int, tuple[int, int, int]] | None = getattr(phys, "pages", None)
+    if pages is not None:                                   # a CachedStage
+        view, miss, unpack = phys.view, phys.miss, _U64.unpack_from  # type: ignore[attr-defined]
+    rsvd_nx = 0 if nxe else PTE_NX
     table = cr3 & ADDR_MASK
-    rw = us = True
-    nx = False
-    entries: list[tuple[int, int]] = []
-    for shift in _LEVEL_SHIFTS:
-        entry_gpa = table + ((vaddr >> shift) & 0x1FF) * 8
-        entry = phys.read_u64(entry_gpa)
-        entries.append((entry_gpa, entry))
+    every = -1          # AND of the entries: R/W and U/S hold only if set at every level
+    some = 0            # OR of the entries: NX holds if set at any level
+    for shift, leaf_bits, rsvd_leaf, rsvd in _LEVELS:
+        entry_gpa = table + (((vaddr >> shift) & 0x1FF) << 3)
+        if pages is None:
+            entry = phys.read_u64(entry_gpa)
+        else:
+            page = pages.get(table >> 12)
+            if page is None or not page[1] & PROT_READ:
+                page = miss(table, ACCESS_READ)
+            if page[2] < 0:
+                raise MemoryError_(f"guest paging structure at {entry_gpa:#x} is not in RAM")
+            entry = unpack(view, page[2] + (entry_gpa & 0xFFF))[0]
+        if entries is not None:
+            entries.append((entry_gpa, entry))
         if not entry & PTE_P:
-            raise PageFault(vaddr, err)
-        if (nxe is False and entry & PTE_NX) or (shift == 39 and entry & PTE_PS):
-            raise PageFault(vaddr, err | PF_P | PF_RSVD)
-        rw = rw and bool(entry & PTE_RW)
-        us = us and bool(entry & PTE_US)
-        nx = nx or bool(entry & PTE_NX)
-        leaf = shift == 12 or (shift in (30, 21) and entry & PTE_PS)
-        if leaf:
-            if shift != 12 and entry & _RSVD_LARGE[shift]:
-                raise PageFault(vaddr, err | PF_P | PF_RSVD)
+            raise PageFault(vaddr, _error_code(access, user, nxe))
+        if entry & (rsvd | rsvd_nx):
+            raise PageFault(vaddr, _error_code(access, user, nxe) | PF_P | PF_RSVD)
+        every &= entry
+        some |= entry
+        if entry & leaf_bits:
+            if entry & rsvd_leaf:
+                raise PageFault(vaddr, _error_code(access, user, nxe) | PF_P | PF_RSVD)
             break
         if not entry & PTE_A:
             phys.write_u64(entry_gpa, entry | PTE_A)
         table = entry & ADDR_MASK
-    size = _PAGE_SIZE_AT[shift]
     # Permission checks (SDM 4.6): user needs U/S at every level; writes need R/W at every level
     # for user mode and, with CR0.WP, for supervisor mode too; fetches need NX clear everywhere.
-    if user and not us:
-        raise PageFault(vaddr, err | PF_P)
-    may_write = rw or (not user and not cr0_wp)
+    write = access == ACCESS_WRITE
+    if user and not every & PTE_US:
+        raise PageFault(vaddr, _error_code(access, user, nxe) | PF_P)
+    may_write = every & PTE_RW or not (user or cr0_wp)
     if write and not may_write:
-        raise PageFault(vaddr, err | PF_P)
-    if fetch and nx and nxe:
-        raise PageFault(vaddr, err | PF_P)
-    leaf_gpa, leaf = entries[-1]
-    update = leaf | PTE_A | (PTE_D if write else 0)
-    if update != leaf:
-        phys.write_u64(leaf_gpa, update)
+        raise PageFault(vaddr, _error_code(access, user, nxe) | PF_P)
+    nx = nxe and some & PTE_NX
+    if nx and access == ACCESS_FETCH:
+        raise PageFault(vaddr, _error_code(access, user, nxe) | PF_P)
+    update = entry | PTE_A | (PTE_D if write else 0)
+    if update != entry:
+        phys.write_u64(entry_gpa, update)
     perms = PROT_READ
     if may_write and update & PTE_D:
         perms |= PROT_WRITE
-    if not (nx and nxe):
+    if not nx:
         perms |= PROT_EXEC
-    base = (leaf & ADDR_MASK) & ~(size - 1)
-    gpa = base + (vaddr & (size - 1) & ~0xFFF)
-    return PageWalk(gpa, perms, size, tuple(entries))
+    size = 1 << shift
+    return (entry & ADDR_MASK & -size) | (vaddr & (size - 1) & ~0xFFF), perms, size
+
+
+def _error_code(access: int, user: bool, nxe: bool) -> int:
+    """The #PF error code's W, U and I/D bits for this access (P and RSVD are the fault's)."""
+    return ((PF_W if access == ACCESS_WRITE else 0) | (PF_U if user else 0)
+            | (PF_I if access == ACCESS_FETCH and nxe else 0))

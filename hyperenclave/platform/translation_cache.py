@@ -1,11 +1,13 @@
 """Complete translations of one address space, kept across address-space switches.
 
 Unicorn's TLB has no address-space tags (no PCID/VPID), so every switch between the host and
-an enclave flushes it and each page the CPU touches afterwards comes back as a fill. For an
-address space whose page table and EPT only the monitor edits (an enclave's), the result of a
-fill stays valid until the monitor changes those tables, so the fill can be a lookup here
-instead of a nested walk. The host's own translations are never kept: the host edits its page
-tables and invalidates them with INVLPG or a CR3 write, which Unicorn does not report.
+an enclave flushes it and each page the CPU touches afterwards comes back as a fill. Where the
+result of a fill is known to stay valid, the fill can be a lookup here instead of a nested walk:
+
+- an enclave's address space: only the monitor edits its page table and EPT;
+- the host app's, from the moment it leaves an enclave until the host kernel next runs: only
+  ring 0 can INVLPG or write CR3, and a real CPU's VPID-tagged TLB would keep the app's
+  entries across the enclave visit too. Entering the kernel (`VCpu.load_segments`) drops them.
 
 The owner must `clear()` exactly when a translation input changes: an edit of the tables (with
 the INVEPT that goes with it), the end of the address space, or any full flush of the vCPU's

@@ -103,14 +103,19 @@ _BAD_PERMS = (1 << 0b010) | (1 << 0b110) | (1 << 0b100)          # W-only, WX, X
 _BAD_MEMTYPES = (1 << 2) | (1 << 3) | (1 << 7)
 
 # Per-level walk data: (level, shift, bit that makes the entry a leaf, reserved bits if a
-# table pointer, reserved bits if a leaf, mask of the page offset). The "leaf bit" of a PT is
-# all ones (every present PTE is a leaf); a PML4E is never a leaf (its bit 7 is reserved).
+# leaf, mask of the page offset). The "leaf bit" of a PT is all ones (every present PTE is a
+# leaf); a PML4E is never a leaf (its bit 7 is reserved). A table pointer must have R (W-only,
+# WX and X-only misconfigure it) and no bit of _RSVD_TABLE set: one test, _TABLE_CHECK.
 _WALK = (
-    (4, 39, 0, _RSVD_TABLE, 0, 0),
-    (3, 30, EPT_PAGE_SIZE, _RSVD_TABLE, _RSVD_LEAF[3], GiB - 1),
-    (2, 21, EPT_PAGE_SIZE, _RSVD_TABLE, _RSVD_LEAF[2], 2 * MiB - 1),
-    (1, 12, -1, 0, _RSVD_LEAF[1], PAGE_SIZE - 1),
+    (4, 39, 0, 0, 0),
+    (3, 30, EPT_PAGE_SIZE, _RSVD_LEAF[3], GiB - 1),
+    (2, 21, EPT_PAGE_SIZE, _RSVD_LEAF[2], 2 * MiB - 1),
+    (1, 12, -1, _RSVD_LEAF[1], PAGE_SIZE - 1),
 )
+_TABLE_CHECK = _RSVD_TABLE | EPT_R
+# Bit i is set if a leaf whose bits 5:0 are i has valid R/W/X and memory type.
+_LEAF_OK = sum(1 << i for i in range(64) if i & EPT_PERM_MASK and not (_BAD_PERMS >> (i & 7)) & 1
+               and not (_BAD_MEMTYPES >> (i >> 3)) & 1)
 
 _U64 = struct.Struct("<Q")
 _TABLE = struct.Struct("<512Q")
@@ -278,6 +283,9 @@ class EptWalker:
 
     def offset(self, paddr: int, length: int = 8) -> int:
         """Offset of `paddr` in `memory.view`; raises `MemoryError_` if the range is not RAM."""
+        base, end, delta = self._fast
+        if base <= paddr and paddr + length <= end:
+            return paddr + delta
         for base, end, delta in self._regions:
             if base <= paddr and paddr + length <= end:
                 return paddr + delta
@@ -292,35 +300,35 @@ class EptWalker:
         """
         if not 0 <= gpa < GPA_LIMIT:
             raise ValueError(f"GPA {gpa:#x} is outside the 48-bit guest-physical space")
-        need = 1 << access
         view = self._view
         lo, hi, delta = self._fast
         unpack = _U64.unpack_from
         table = pml4
         perms = EPT_PERM_MASK
-        for level, shift, leaf_bit, rsvd_table, rsvd_leaf, page_mask in _WALK:
+        # Every TLB fill that misses the EptTlb walks here: the checks of the common case (a
+        # valid table pointer, a valid leaf) are one test each, the faults sorted out after.
+        for level, shift, leaf_bit, rsvd_leaf, page_mask in _WALK:
             ea = table + (((gpa >> shift) & 0x1FF) << 3)
-            if lo <= ea < hi:
-                entry = unpack(view, ea + delta)[0]
-            else:
-                entry = unpack(view, self.offset(ea))[0]
-            p = entry & EPT_PERM_MASK
-            if not p:
-                raise EptViolation(gpa, _ACCESS[access], _PERMS[0], level)
+            entry = unpack(view, ea + delta if lo <= ea < hi else self.offset(ea))[0]
             if entry & leaf_bit:
-                if (_BAD_PERMS >> p) & 1 or entry & rsvd_leaf or (_BAD_MEMTYPES >> ((entry >> 3) & 7)) & 1:
-                    raise _misconfig(gpa, entry, level, rsvd_leaf)
-                perms &= p
-                if not perms & need:
-                    raise EptViolation(gpa, _ACCESS[access], _PERMS[perms], level)
-                if ad:
-                    self._set_ad(pml4, gpa, level, access == WRITE)
-                return (entry & EPT_ADDR_MASK) | (gpa & page_mask), _PERMS[perms], level
-            if (_BAD_PERMS >> p) & 1 or entry & rsvd_table:
-                raise _misconfig(gpa, entry, level, rsvd_table)
-            perms &= p
+                break
+            if entry & _TABLE_CHECK != EPT_R:
+                if not entry & EPT_PERM_MASK:
+                    raise EptViolation(gpa, _ACCESS[access], _PERMS[0], level)
+                raise _misconfig(gpa, entry, level, _RSVD_TABLE)
+            perms &= entry
             table = entry & EPT_ADDR_MASK
-        raise AssertionError("unreachable: a PTE is always a leaf")
+        p = entry & EPT_PERM_MASK
+        if not p:
+            raise EptViolation(gpa, _ACCESS[access], _PERMS[0], level)
+        if not (_LEAF_OK >> (entry & 0x3F)) & 1 or entry & rsvd_leaf:
+            raise _misconfig(gpa, entry, level, rsvd_leaf)
+        perms &= p
+        if not (perms >> access) & 1:
+            raise EptViolation(gpa, _ACCESS[access], _PERMS[perms], level)
+        if ad:
+            self._set_ad(pml4, gpa, level, access == WRITE)
+        return (entry & EPT_ADDR_MASK) | (gpa & page_mask), _PERMS[perms], level
 
     def _set_ad(self, pml4: int, gpa: int, leaf_level: int, write: bool) -> None:
         """Set A on each entry of a (successful) walk, and D on the leaf for a write."""

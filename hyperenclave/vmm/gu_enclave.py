@@ -123,6 +123,10 @@ class EnclaveRunner:
         self.busy_tcs: set[int] = set()
         self.spaces: dict[int, EnclaveAddressSpace] = {}
         self.stages: dict[int, EptTlb] = {}
+        #: TCS page -> (its enclave, the TCS as EADD left it): only CSSA changes afterwards
+        #: (the enclave cannot map its TCS, the host cannot reach EPC), so entries re-read that
+        #: word alone instead of parsing the whole page.
+        self._tcs_parsed: dict[int, tuple["Enclave", Tcs]] = {}
         self.aex_count = 0
 
     # ------------------------------------------------------------------ address spaces
@@ -145,6 +149,8 @@ class EnclaveRunner:
     def forget(self, enclave: "Enclave") -> None:
         space = self.spaces.pop(enclave.secs_pa, None)
         self.stages.pop(enclave.secs_pa, None)
+        for tcs_la in enclave.tcs:
+            self._tcs_parsed.pop(enclave.pages.get(tcs_la, -1), None)
         if space is not None:
             space.destroy()
 
@@ -221,7 +227,17 @@ class EnclaveRunner:
         enclave = self.manager.enclaves.get(entry.owner)
         if enclave is None or not enclave.initialized or enclave.destroying:
             raise SgxFault.gp(f"the enclave of TCS {tcs_la:#x} is not initialized")
-        return enclave, tcs_pa, Tcs.unpack(self.memory.read(tcs_pa, PAGE_SIZE))
+        return enclave, tcs_pa, self._read_tcs(enclave, tcs_pa)
+
+    def _read_tcs(self, enclave: "Enclave", tcs_pa: int) -> Tcs:
+        """The TCS at `tcs_pa` (a TCS page of `enclave`) with its current CSSA."""
+        cached = self._tcs_parsed.get(tcs_pa)
+        if cached is None or cached[0] is not enclave:
+            cached = self._tcs_parsed[tcs_pa] = (enclave, Tcs.unpack(self.memory.read(tcs_pa,
+                                                                                      PAGE_SIZE)))
+        tcs = cached[1]
+        tcs.cssa = self.memory.read_u32(tcs_pa + TCS_CSSA_OFFSET)
+        return tcs
 
     def eenter(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool) -> None:
         """EENTER from the app at `rip` (instruction of `length` bytes)."""
@@ -282,12 +298,11 @@ class EnclaveRunner:
         cpu.write_registers(cr3=space.gpt.root, fs_base=base + tcs.ofsbase,
                             gs_base=base + tcs.ogsbase)
         cpu.set_descriptor_table("idtr", 0, 0)
-        cpu.set_msr(MSR_EFER, outside.efer & ~EFER_SCE)
-        cpu.flush_tlb()
+        cpu.set_msr(MSR_EFER, outside.efer & ~EFER_SCE, flush_tlb=False)
         # The enclave's earlier translations are still good unless the monitor changed its
         # tables since (INVEPT clears them) or the walks' other inputs differ now.
-        cpu.translation_cache = space.translations.attach_under(cr0 & CR0_WP,
-                                                                outside.efer & EFER_NXE)
+        cpu.switch_address_space(space.translations.attach_under(cr0 & CR0_WP,
+                                                                 outside.efer & EFER_NXE))
 
     # ------------------------------------------------------------------ exit
     def eexit(self, cpu: "VCpu") -> None:
@@ -304,7 +319,7 @@ class EnclaveRunner:
         ERESUME maps the app's page again once the host has faulted it in."""
         thread = self.inside[cpu.index]
         enclave = thread.enclave
-        tcs = Tcs.unpack(self.memory.read(thread.tcs_pa, PAGE_SIZE))
+        tcs = self._read_tcs(enclave, thread.tcs_pa)
         frame = self._ssa_frame_pa(enclave, tcs, tcs.cssa)
         thread.shared_fetch = vector == PF and address is not None and \
             self.spaces[enclave.secs_pa].is_shared(address)
@@ -336,12 +351,13 @@ class EnclaveRunner:
         self.busy_tcs.discard(thread.tcs_pa)
         thread.enclave.threads_inside -= 1
         o = thread.outside
-        cpu.translation_cache = None
         cpu.second_stage = o.stage
         cpu.write_registers(cr3=o.cr3, fs_base=o.fs_base, gs_base=o.gs_base)
         cpu.set_descriptor_table("idtr", *o.idtr)
-        cpu.set_msr(MSR_EFER, o.efer)
-        cpu.flush_tlb()
+        cpu.set_msr(MSR_EFER, o.efer, flush_tlb=False)
+        # Back in the app, which has not run the kernel since it entered: what it translated
+        # before is still good (an AEX's delivery to the host kernel drops it).
+        cpu.switch_address_space(cpu.user_translations)
         return thread
 
     def deliver_to_host(self, cpu: "VCpu", vector: int, error_code: int | None,

@@ -294,7 +294,7 @@ class SgxStruct:
         if len(data) != cls.SIZE:
             raise SgxStructureError(name, "<size>", f"{len(data)} bytes, expected {cls.SIZE}")
         for start, end in cls.RESERVED:
-            if any(data[start:end]):
+            if data.count(0, start, end) != end - start:      # a C scan (a TCS has 4 KiB)
                 raise SgxStructureError(name, f"reserved[{start}:{end}]", "must be zero")
         values: dict[str, object] = {}
         for field_name, offset, kind in cls.LAYOUT:

@@ -1,9 +1,10 @@
 """An enclave's translations survive EEXIT/EENTER (the refills after a switch are lookups), and
 are never used after a change of what they were made from: the monitor's edits of the
 enclave's tables (shared memory remove and invalidate, each with its INVEPT), the enclave's
-destruction, a TLB flush while the enclave runs, other CR0.WP/EFER.NXE. The host's own
-translations are never kept (it edits its tables and invalidates them with INVLPG or a CR3
-write, which Unicorn does not report), so every host fill walks its current tables."""
+destruction, a TLB flush while the enclave runs, other CR0.WP/EFER.NXE. The app's own
+translations survive an enclave visit too, as a VPID-tagged TLB's would, but only until the
+host kernel next runs: only ring 0 can edit page tables and INVLPG or write CR3, and Unicorn does
+not report those, so every entry to the kernel drops them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hyperenclave.platform.paging import ACCESS_READ, ACCESS_WRITE, ADDR_MASK, E
 from hyperenclave.vmm.hypercall import HypercallArgs
 from hyperenclave.vmm.monitor import Monitor
 from hyperenclave.vmm.shared_mem import SharedMemoryCalls
-from tests.support.baremetal import PML4
+from tests.support.baremetal import KCS, KDS, PML4
 from tests.unit.test_enclave_execution import MARSHAL, SHARED, SHARED_RANGE, run
 from tests.unit.test_enclave_lifecycle import BASE, SECS_EPC, key, monitor_image  # noqa: F401
 
@@ -53,7 +54,7 @@ def shared_call(mon: Monitor, cpu: VCpu, name: str) -> int:
 def test_the_enclave_translations_outlive_its_exit_and_serve_the_next_entry(monitor_image, key) -> None:  # noqa: F811
     mon, cpu = ran_with_shared_buffer(monitor_image, key)
     space = mon.runner.spaces[SECS_EPC]
-    assert cpu.translation_cache is None, "the host's fills walk its tables, always"
+    assert cpu.translation_cache is cpu.user_translations, "back in the app: the app's own"
     assert (SHARED >> 12, ACCESS_READ) in space.translations
     enter(mon, cpu)
     assert cpu.translation_cache is space.translations
@@ -113,16 +114,52 @@ def test_other_paging_controls_at_entry_drop_them(monitor_image, key) -> None:  
         not in space.translations, "walks made under the other EFER.NXE are not reused"
 
 
+def leave(mon: Monitor, cpu: VCpu) -> None:
+    """EEXIT back to where the app entered."""
+    cpu.write_registers(rbx=cpu.rip)
+    mon.runner.eexit(cpu)
+
+
+def remap_shared_pde(to: int) -> None:
+    """The host's 2 MiB PDE over SHARED now points at `to` (an edit of its page table)."""
+    pde = PML4 + 0x2000 + 8 * (SHARED >> 21)
+    run.memory.write_u64(pde, (run.memory.read_u64(pde) & ~ADDR_MASK) | to)
+
+
+def test_the_app_keeps_its_translations_across_the_enclave_until_its_kernel_runs(monitor_image, key) -> None:  # noqa: F811
+    mon, cpu = ran_with_shared_buffer(monitor_image, key)
+    enter(mon, cpu)
+    leave(mon, cpu)
+    assert cpu.translation_cache is cpu.user_translations, "back in the app, its cache is on"
+    assert fill(cpu, SHARED) == SHARED
+    enter(mon, cpu)
+    assert cpu.translation_cache is mon.runner.spaces[SECS_EPC].translations
+    leave(mon, cpu)
+    # An edit nobody published (no INVLPG: the app cannot run one): the app may use what its
+    # TLB held, as on hardware ...
+    remap_shared_pde(0x800000)
+    assert fill(cpu, SHARED) == SHARED, "the app's translation outlived the enclave visit"
+    # ... and once its kernel runs (which is where an edit and its INVLPG come from), the next
+    # fill walks the tables as they are now.
+    cpu.load_segments(0, KCS, KDS)
+    assert cpu.translation_cache is None and not cpu.user_translations
+    assert fill(cpu, SHARED) == 0x800000
+
+
 def test_the_host_sees_its_own_page_table_edit_after_the_enclave(monitor_image, key) -> None:  # noqa: F811
     mon, cpu = ran_with_shared_buffer(monitor_image, key)
     enter(mon, cpu)
     assert fill(cpu, SHARED) == SHARED
-    cpu.write_registers(rbx=cpu.rip)
-    mon.runner.eexit(cpu)
-    # The host remaps SHARED to another page (its 2 MiB PDE; the INVLPG that would publish it
-    # is Unicorn's business): its next fill must find the new page.
-    pde = PML4 + 0x2000 + 8 * (SHARED >> 21)
-    entry = run.memory.read_u64(pde)
-    run.memory.write_u64(pde, (entry & ~ADDR_MASK) | 0x800000)
-    assert cpu.translation_cache is None
+    leave(mon, cpu)
+    cpu.load_segments(0, KCS, KDS)         # the host kernel runs and remaps SHARED
+    remap_shared_pde(0x800000)
     assert fill(cpu, SHARED) == 0x800000
+
+
+def test_a_tlb_flush_drops_the_apps_translations(monitor_image, key) -> None:  # noqa: F811
+    mon, cpu = ran_with_shared_buffer(monitor_image, key)
+    enter(mon, cpu)
+    leave(mon, cpu)
+    assert fill(cpu, SHARED) == SHARED and cpu.user_translations
+    cpu.flush_tlb()                        # an INVEPT of the host's EPT, say
+    assert not cpu.user_translations
