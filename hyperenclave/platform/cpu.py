@@ -220,6 +220,51 @@ class _FastRegs:
         self._write(self._handle, self._ids, self._ptrs, self._n)
 
 
+class _MixedRegs(_FastRegs):
+    """A batch that also holds a descriptor-table register ("idtr", "gdtr": (base, limit)) or
+    EFER ("efer"): an enclave switch saves and loads them with its GPRs in one call. Those
+    few get their own structures; the rest stay one u64 array, as in _FastRegs."""
+
+    def __init__(self, uc: Uc, names: tuple[str, ...]) -> None:
+        super().__init__(uc, tuple(x86.UC_X86_REG_MSR if n == "efer" else
+                                   _TABLE_REGS.get(n) or REG_IDS[n] for n in names))
+        self._tables: list[tuple[int, UcRegMMR]] = []
+        self._msrs: list[tuple[int, UcRegMSR]] = []
+        for i, name in enumerate(names):
+            if name in _TABLE_REGS:
+                self._tables.append((i, UcRegMMR()))
+                self._ptrs[i] = ctypes.addressof(self._tables[-1][1])
+            elif name == "efer":
+                msr = UcRegMSR()
+                msr.rid = MSR_EFER
+                self._msrs.append((i, msr))
+                self._ptrs[i] = ctypes.addressof(msr)
+
+    def read(self) -> tuple:
+        _DirectState._check(self._read(self._handle, self._ids, self._ptrs, self._n))
+        values: list = list(self._values)
+        for i, mmr in self._tables:
+            values[i] = (mmr.base, mmr.limit)
+        for i, msr in self._msrs:
+            values[i] = msr.val
+        return tuple(values)
+
+    def write(self, *values) -> None:
+        v = self._values
+        for i, value in enumerate(values):
+            if type(value) is int:
+                v[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+        for i, mmr in self._tables:
+            mmr.selector, mmr.flags = 0, 0
+            mmr.base, mmr.limit = values[i]
+        for i, msr in self._msrs:
+            msr.val = values[i]
+        _DirectState._check(self._write(self._handle, self._ids, self._ptrs, self._n))
+
+
+_TABLE_REGS = {"idtr": x86.UC_X86_REG_IDTR, "gdtr": x86.UC_X86_REG_GDTR}
+
+
 class _DirectState:
     """IDTR/GDTR, MSRs and the TLB-flush control straight through libunicorn: the binding's
     type dispatch costs microseconds a call, and an ECALL makes a dozen such calls."""
@@ -356,7 +401,7 @@ class VCpu:
         self._regs = _FastRegs(uc, (x86.UC_X86_REG_CR0, x86.UC_X86_REG_CR3, x86.UC_X86_REG_CS))
         self._trap_in = _FastRegs(uc, (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RAX,
                                        x86.UC_X86_REG_RDI, x86.UC_X86_REG_RSI, x86.UC_X86_REG_CS))
-        self._batches: dict[tuple[str, ...], _FastRegs] = {}
+        self._batches: dict[tuple[str, ...], _FastRegs | _MixedRegs] = {}
         self._hypercall_out = _FastRegs(uc, (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RIP))
         self._patcher = CpuStatePatcher(uc)
         self._direct = _DirectState(uc)
@@ -475,18 +520,27 @@ class VCpu:
         _rip, rax, rdi, rsi, cs = self._trap_in.read()
         return rax, rdi, rsi, cs & 3
 
-    def read_registers(self, *names: str) -> tuple[int, ...]:
-        """Several registers (names of REG_IDS) in one call into Unicorn."""
+    def read_registers(self, *names: str) -> tuple:
+        """Several registers in one call into Unicorn: names of REG_IDS, "idtr"/"gdtr" (read
+        as (base, limit)) and "efer"."""
         return self._batch(names).read()
 
-    def write_registers(self, **values: int) -> None:
-        """Several registers in one call into Unicorn, in the order given."""
+    def write_registers(self, **values) -> None:
+        """Several registers in one call into Unicorn, in the order given (names as for
+        `read_registers`). A new EFER leaves the TLB alone: the caller switches address spaces
+        (`switch_address_space`) or flushes."""
         self._batch(tuple(values)).write(*values.values())
+        if "efer" in values:
+            self.efer = values["efer"]
 
-    def _batch(self, names: tuple[str, ...]) -> _FastRegs:
+    def _batch(self, names: tuple[str, ...]) -> _FastRegs | _MixedRegs:
         batch = self._batches.get(names)
         if batch is None:
-            batch = self._batches[names] = _FastRegs(self.uc, tuple(REG_IDS[n] for n in names))
+            if any(n in _TABLE_REGS or n == "efer" for n in names):
+                batch = _MixedRegs(self.uc, names)
+            else:
+                batch = _FastRegs(self.uc, tuple(REG_IDS[n] for n in names))
+            self._batches[names] = batch
         return batch
 
     def complete_hypercall(self, rax: int, rip: int) -> None:

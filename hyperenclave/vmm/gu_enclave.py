@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from hyperenclave.platform.cpu import MSR_EFER, PF, SecondStage
+from hyperenclave.platform.cpu import PF, SecondStage
 from hyperenclave.platform.interrupts import deliver
 from hyperenclave.platform.memory import FrameAllocator, PhysicalMemory
 from hyperenclave.platform.paging import (ACCESS_READ, ACCESS_WRITE, CR0_WP, EFER_NXE, EFER_SCE,
@@ -47,6 +47,9 @@ PF_W, PF_U = 0b10, 0b100
 SHARED_MEM_FETCH = 1 << 31    # EXINFO.ERRCD: the #PF was a miss in a shared range (HyperEnclave)
 GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
         "r12", "r13", "r14", "r15")
+#: What EENTER/ERESUME read besides RBX (TCS) and RCX (AEP), in one batch: the app's state
+#: they replace (CR0 for the walks' WP input).
+OUTSIDE_REGS = ("cr0", "cr3", "fs_base", "gs_base", "rsp", "rbp", "rflags", "idtr", "efer")
 
 
 @dataclass
@@ -241,18 +244,18 @@ class EnclaveRunner:
 
     def eenter(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool) -> None:
         """EENTER from the app at `rip` (instruction of `length` bytes)."""
-        tcs_la, aep = cpu.read_registers("rbx", "rcx")
+        tcs_la, aep, *app = cpu.read_registers("rbx", "rcx", *OUTSIDE_REGS)
         enclave, tcs_pa, tcs = self._check_entry(cpu, tcs_la)
         if tcs.cssa >= tcs.nssa:
             raise SgxFault.gp(f"TCS {tcs_la:#x}: CSSA {tcs.cssa} >= NSSA {tcs.nssa}")
-        self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
-        cpu.write_registers(rax=tcs.cssa, rcx=rip + length, rip=enclave.secs.base + tcs.oentry)
+        self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall, app,
+                        rax=tcs.cssa, rcx=rip + length, rip=enclave.secs.base + tcs.oentry)
 
     def eresume(self, cpu: "VCpu", rip: int, length: int, by_hypercall: bool,
                 map_shared: bool = True) -> bool:
         """ERESUME; without `map_shared`, a resume that must first map a shared page again
         (SHARED_MEM_FETCH) is not done: False, nothing changed."""
-        tcs_la, aep = cpu.read_registers("rbx", "rcx")
+        tcs_la, aep, *app = cpu.read_registers("rbx", "rcx", *OUTSIDE_REGS)
         enclave, tcs_pa, tcs = self._check_entry(cpu, tcs_la)
         if tcs.cssa == 0:
             raise SgxFault.gp(f"ERESUME on TCS {tcs_la:#x} with CSSA 0")
@@ -265,9 +268,9 @@ class EnclaveRunner:
         sse = SseState.unpack(self.memory.read(self._xsave_pa(enclave, tcs, tcs.cssa - 1),
                                                SSE_STATE_SIZE))
         self._set_cssa(tcs_pa, tcs.cssa - 1)
-        self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall)
-        cpu.write_registers(**{name: getattr(gpr, name) for name in GPRS}, rflags=gpr.rflags,
-                            fs_base=gpr.fsbase, gs_base=gpr.gsbase, rip=gpr.rip)
+        self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall, app,
+                        **{name: getattr(gpr, name) for name in GPRS}, rflags=gpr.rflags,
+                        fs_base=gpr.fsbase, gs_base=gpr.gsbase, rip=gpr.rip)
         cpu.set_sse_registers(sse.mxcsr, sse.xmm)
         return True
 
@@ -280,11 +283,12 @@ class EnclaveRunner:
         return enclave, tcs_pa, tcs
 
     def _switch_in(self, cpu: "VCpu", enclave: "Enclave", tcs_la: int, tcs_pa: int, tcs: Tcs,
-                   aep: int, by_hypercall: bool) -> None:
-        cr0, cr3, fs_base, gs_base, rsp, rbp, rflags = cpu.read_registers(
-            "cr0", "cr3", "fs_base", "gs_base", "rsp", "rbp", "rflags")
-        outside = Outside(cr3, cpu.descriptor_table("idtr"), cpu.msr(MSR_EFER), fs_base, gs_base,
-                          rsp, rbp, rflags, cpu.second_stage, aep, by_hypercall)
+                   aep: int, by_hypercall: bool, app: list, **enclave_regs: int) -> None:
+        """Into the enclave's address space; `app` holds OUTSIDE_REGS as the entry read them,
+        `enclave_regs` what the leaf loads (written with the switch in one batch)."""
+        cr0, cr3, fs_base, gs_base, rsp, rbp, rflags, idtr, efer = app
+        outside = Outside(cr3, idtr, efer, fs_base, gs_base, rsp, rbp, rflags, cpu.second_stage,
+                          aep, by_hypercall)
         self.inside[cpu.index] = Thread(enclave, tcs_la, tcs_pa, outside)
         self.busy_tcs.add(tcs_pa)
         enclave.threads_inside += 1
@@ -295,21 +299,18 @@ class EnclaveRunner:
                                                           cpu.flush_tlb)
         cpu.second_stage = stage
         base = enclave.secs.base
-        cpu.write_registers(cr3=space.gpt.root, fs_base=base + tcs.ofsbase,
-                            gs_base=base + tcs.ogsbase)
-        cpu.set_descriptor_table("idtr", 0, 0)
-        cpu.set_msr(MSR_EFER, outside.efer & ~EFER_SCE, flush_tlb=False)
+        cpu.write_registers(**{"cr3": space.gpt.root, "fs_base": base + tcs.ofsbase,
+                               "gs_base": base + tcs.ogsbase, "idtr": (0, 0),
+                               "efer": efer & ~EFER_SCE, **enclave_regs})
         # The enclave's earlier translations are still good unless the monitor changed its
         # tables since (INVEPT clears them) or the walks' other inputs differ now.
-        cpu.switch_address_space(space.translations.attach_under(cr0 & CR0_WP,
-                                                                 outside.efer & EFER_NXE))
+        cpu.switch_address_space(space.translations.attach_under(cr0 & CR0_WP, efer & EFER_NXE))
 
     # ------------------------------------------------------------------ exit
     def eexit(self, cpu: "VCpu") -> None:
         """EEXIT: back to the app at RBX, RCX = AEP; the enclave scrubs its own registers."""
-        thread = self._switch_out(cpu)
         (target,) = cpu.read_registers("rbx")
-        cpu.write_registers(rcx=thread.outside.aep, rip=target)
+        self._switch_out(cpu, rcx=self.inside[cpu.index].outside.aep, rip=target)
 
     def aex(self, cpu: "VCpu", vector: int, rip: int, address: int | None = None,
             error_code: int | None = None) -> Thread:
@@ -337,24 +338,23 @@ class EnclaveRunner:
         init = SseState()
         cpu.set_sse_registers(init.mxcsr, init.xmm)
         self._set_cssa(thread.tcs_pa, tcs.cssa + 1)
-        self._switch_out(cpu)
         outside = thread.outside
         synthetic = dict.fromkeys(GPRS, 0)     # nothing of the enclave's state leaks
         synthetic.update(rax=HC_ERESUME if outside.by_hypercall else ENCLU_ERESUME,
                          rbx=thread.tcs_la, rcx=outside.aep, rsp=outside.rsp, rbp=outside.rbp)
-        cpu.write_registers(**synthetic, rflags=outside.rflags, rip=outside.aep)
+        self._switch_out(cpu, **synthetic, rflags=outside.rflags, rip=outside.aep)
         self.aex_count += 1
         return thread
 
-    def _switch_out(self, cpu: "VCpu") -> Thread:
+    def _switch_out(self, cpu: "VCpu", **app_regs: int) -> Thread:
+        """Back to the app's address space, loading `app_regs` with it in one batch."""
         thread = self.inside.pop(cpu.index)
         self.busy_tcs.discard(thread.tcs_pa)
         thread.enclave.threads_inside -= 1
         o = thread.outside
         cpu.second_stage = o.stage
-        cpu.write_registers(cr3=o.cr3, fs_base=o.fs_base, gs_base=o.gs_base)
-        cpu.set_descriptor_table("idtr", *o.idtr)
-        cpu.set_msr(MSR_EFER, o.efer, flush_tlb=False)
+        cpu.write_registers(**{"cr3": o.cr3, "fs_base": o.fs_base, "gs_base": o.gs_base,
+                               "idtr": o.idtr, "efer": o.efer, **app_regs})
         # Back in the app, which has not run the kernel since it entered: what it translated
         # before is still good (an AEX's delivery to the host kernel drops it).
         cpu.switch_address_space(cpu.user_translations)
