@@ -306,16 +306,24 @@ class _DirectState:
 
 
 class SliceTimer:
-    """Ends each `emu_start` at its deadline by calling `uc.emu_stop()` from a thread.
+    """Ends each `emu_start` at its deadline, at an instruction that ends a translation block
+    whenever it can.
 
-    Unicorn's own `timeout=` starts a thread per call and, under load, about one boot in fifty
-    got stuck: emu_start never returned and the CPU ran on with hooks skipped (SYSCALL became a
-    no-op). A stop from another thread unsticks it, so this one long-lived thread stops the
-    slice at its deadline and keeps re-issuing the stop every few milliseconds until
-    emu_start has returned. `disarm()` takes the lock the stop is issued under, so a stop can
-    never land in a later slice.
+    A stop that lands inside a block makes Unicorn skip every INSN hook left in that block, so a
+    SYSCALL there becomes a no-op (the caller sees its own syscall number come back). A stop
+    from this thread lands mid-block almost always: the thread needs the GIL, and gets it the
+    moment a hook (a TLB fill, say) returns to the middle of its block. So at the deadline the
+    thread only raises `expired`; the vCPU's hooks on block-ending instructions (IN, OUT, a
+    VMCALL or ENCLU handled in the CPU loop; SYSCALL ends the slice anyway) then end the slice
+    right there (`end_expired`). Only if none comes within GRACE_S, a stretch without
+    SYSCALL, IN or OUT, does the thread stop it itself, and it keeps re-issuing that stop
+    every few milliseconds until emu_start has returned: Unicorn's own `timeout=` (a thread
+    per call) left about one boot in fifty stuck with hooks skipped, and a later stop unsticks
+    it. `disarm()` takes the lock every stop is issued under, so a stop never lands in a later
+    slice.
     """
 
+    GRACE_S = 0.002
     RETRY_S = 0.005
 
     def __init__(self, uc: Uc) -> None:
@@ -323,7 +331,11 @@ class SliceTimer:
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._issued = False
-        self.stops = 0          # stops issued (one per slice that ran to its deadline)
+        #: The running slice is past its deadline: a block-ending hook should end it.
+        self.expired = False
+        self.deadlines = 0      # slices still running at their deadline
+        self.stops = 0          # slices ended for their deadline (at a hook or by the thread)
+        self.forced = 0         # ... of them by the thread, after GRACE_S without such a hook
         self.retries = 0        # extra stops a stuck emu_start needed
         self._thread = threading.Thread(target=self._run, name="vcpu-slice-timer", daemon=True)
         self._thread.start()
@@ -331,14 +343,27 @@ class SliceTimer:
     def arm(self, seconds: float) -> None:
         with self._cond:
             self._deadline = time.monotonic() + seconds
-            self._issued = False
+            self._issued = self.expired = False
             self._cond.notify()
 
     def disarm(self) -> bool:
-        """The slice is over; returns whether it was this timer that ended it."""
+        """The slice is over; returns whether its deadline (or `cut`) ended it."""
         with self._cond:
             self._deadline = None
+            self.expired = False
             return self._issued
+
+    def end_expired(self) -> None:
+        """From a hook on an instruction that ends its block: end the slice there if its
+        deadline has passed (nothing is left in the block whose hooks a stop could skip)."""
+        with self._cond:
+            if self._uc is None or self._deadline is None or not self.expired or self._issued:
+                return
+            self._issued = True
+            self.stops += 1
+            self._uc.emu_stop()
+            self._deadline = time.monotonic() + self.RETRY_S
+            self._cond.notify()
 
     def cut(self) -> None:
         """End the running slice now, from a hook or another thread (a debugger's stop). It
@@ -347,7 +372,7 @@ class SliceTimer:
         with self._cond:
             if self._deadline is None or self._uc is None:
                 return
-            self._issued = True
+            self._issued = self.expired = True
             self._uc.emu_stop()
             self._deadline = time.monotonic() + self.RETRY_S
             self._cond.notify()
@@ -368,10 +393,16 @@ class SliceTimer:
                 if remaining > 0:
                     self._cond.wait(remaining)
                     continue
+                if not self.expired:           # the deadline: a block-ending hook ends it
+                    self.expired = True
+                    self.deadlines += 1
+                    self._deadline = time.monotonic() + self.GRACE_S
+                    continue
                 if self._issued:
                     self.retries += 1
                 else:
                     self.stops += 1
+                    self.forced += 1
                     self._issued = True
                 self._uc.emu_stop()
                 self._deadline = time.monotonic() + self.RETRY_S
@@ -432,9 +463,11 @@ class VCpu:
         # end of the translation block, so every hooked instruction left in that block loses
         # all hooks but the first. CPUID does not end a block (a loop of them lost 95% under a
         # stop storm), SYSCALL/IN/OUT do (a stop must land inside the helper itself: 165 in
-        # 100,000 SYSCALLs under a stop every 20 us, 0 for IN/OUT), so CPUID goes first; a
-        # SYSCALL that loses its hook this way is mostly recognised after the slice and run
-        # again (replay_skipped_syscall). RDTSC comes last: a skipped one reads Unicorn's TSC.
+        # 100,000 SYSCALLs under a stop every 20 us, 0 for IN/OUT), so CPUID goes first. The
+        # slice timer now ends slices at IN/OUT/VMCALL/ENCLU hooks, where no block is left
+        # (SliceTimer), and stops mid-block only after a stretch without them; a SYSCALL that
+        # still loses its hook is mostly recognised after the slice and run again
+        # (replay_skipped_syscall). RDTSC comes last: a skipped one reads Unicorn's TSC.
         uc.hook_add(UC_HOOK_INSN, self._cpuid, None, 1, 0, x86.UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_INSN, self._syscall, None, 1, 0, x86.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, x86.UC_X86_INS_OUT)
@@ -653,6 +686,8 @@ class VCpu:
             self._fill_fault, self._fill_vaddr, self._fill_access = fault, vaddr, access
 
     def _in(self, uc: Uc, port: int, size: int, _user) -> int:
+        if self.timer.expired:
+            self.timer.end_expired()           # IN ends its block: a safe place to stop
         if self.intercept is not None and port in self.intercept.io_exit_ports:
             return self.intercept.on_io(self, port, size, True, 0)
         return self.io.port_read(port, size)
@@ -664,6 +699,8 @@ class VCpu:
             self.io.port_write(port, size, value)
         if self.io.stop_requested:
             uc.emu_stop()
+        elif self.timer.expired:
+            self.timer.end_expired()           # OUT ends its block: a safe place to stop
 
     def _cpuid(self, uc: Uc, _user) -> int:
         leaf = uc.reg_read(x86.UC_X86_REG_RAX) & 0xFFFF_FFFF
@@ -698,6 +735,8 @@ class VCpu:
             regs = (rax, rdi, rsi, cs & 3)
             fast = self.intercept.on_enclu_fast if insn == ENCLU else self.intercept.on_vmcall_fast
             if fast(self, rip, regs):
+                if self.timer.expired:         # between blocks (the #UD path): safe to stop
+                    self.timer.end_expired()
                 return True   # handled; Unicorn goes on at the RIP the monitor set
         try:
             insn = self.read_virtual(rip, 3)

@@ -94,3 +94,33 @@ def test_a_returned_syscall_is_never_run_twice() -> None:
         slices += 1
     (counted,) = bm.recorder.values
     assert counted <= 3000, "no SYSCALL ran twice"
+
+
+def test_no_syscall_is_lost_when_a_fill_precedes_it_in_its_block() -> None:
+    """The case that used to lose SYSCALLs: the kernel flushes the TLB (a CR3 write) on every
+    call, so the user's load before each SYSCALL is a TLB fill, a Python hook in the middle of
+    the SYSCALL's block. A stop issued when that hook returned made Unicorn skip the SYSCALL's
+    hook, and in this loop the state left behind looks like a returned SYSCALL, so nothing
+    could replay it (1 run in 4 lost thousands). Slices end every 20 us: every SYSCALL must
+    still reach the kernel."""
+    from tests.unit.test_idt_delivery import KCS, enter_user
+    bm = BareMetal()
+    bm.cpu.set_msr(0xC0000081, (0x23 << 48) | (KCS << 32))
+    bm.cpu.set_msr(0xC0000082, 0x130000)
+    bm.load(0x130000, "inc %r13 ; mov %cr3, %rax ; mov %rax, %cr3 ; sysretq")
+    calls = 10_000
+    enter_user(bm, f"""
+        mov ${calls}, %r12 ; xor %r13, %r13 ; mov $0x3ff000, %rbx
+    1:  mov (%rbx), %rdx ; mov $39, %eax ; syscall
+        dec %r12 ; jnz 1b
+        mov %r13, %rax ; out %eax, $0xe9
+        mov $0x2000, %ax ; out %ax, $0xea
+    """)
+    bm.cpu.rip = KERNEL
+    slices = 0
+    while not bm.bus.stop_requested and slices < 200_000:
+        bm.cpu.run_slice(20)
+        slices += 1
+    (counted,) = bm.recorder.values
+    assert bm.cpu.timer.deadlines > 10, "slices really ran into their deadlines"
+    assert counted == calls, f"{calls - counted} SYSCALLs lost"
