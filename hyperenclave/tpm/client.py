@@ -37,6 +37,7 @@ PCR_COUNT = 24
 _PCRS_PER_READ = 8  # TPM2_PCR_Read returns at most 8 digests per call
 _MAX_RESPONSE = 4096  # swtpm's TPM buffer size
 _DEATH_GRACE_S = 1.0
+_RC_LAYER_SHIFT = 16  # TSS2_RC: bits 23:16 name the layer that failed; 0 is the TPM's own answer
 
 T = TypeVar("T")
 
@@ -106,7 +107,10 @@ class TpmClient:
                     if locality:
                         self._tcti.set_locality(0)
             except TSS2_Exception as exc:
-                self._check_process(operation, _DEATH_GRACE_S)
+                # A response code from the TPM itself (layer 0) means it answered: no death to
+                # wait for. Any other layer (TCTI I/O, ESYS) may be swtpm exiting right now.
+                answered = (int(exc.rc) >> _RC_LAYER_SHIFT) & 0xFF == 0
+                self._check_process(operation, 0.0 if answered else _DEATH_GRACE_S)
                 raise TpmError(operation, str(exc), int(exc.rc)) from exc
 
     def run(self, operation: str, fn: Callable[[ESAPI], T], *, locality: int = 0) -> T:

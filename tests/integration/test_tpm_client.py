@@ -98,6 +98,19 @@ def test_esapi_failure_raises_tpm_error_naming_operation_and_code(client: TpmCli
     assert info.value.rc == 0x907
 
 
+def test_an_error_the_tpm_answered_is_not_taken_for_a_dying_swtpm(
+        client: TpmClient, swtpm: Swtpm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a failure below the TPM (TCTI I/O) waits for swtpm to exit; a refusal the TPM
+    answers (here TPM_RC_LOCALITY) is reported at once (it cost a second per error before)."""
+    graces: list[float] = []
+    check_alive = swtpm.check_alive
+    monkeypatch.setattr(swtpm, "check_alive",
+                        lambda context="", grace=0.0: (graces.append(grace), check_alive(context, grace)))
+    with pytest.raises(TpmError, match="rc=0x907"):
+        client.pcr_extend(17, bytes(32))
+    assert graces and max(graces) == 0.0
+
+
 def test_get_random_returns_more_than_one_digest_worth(client: TpmClient) -> None:
     data = client.get_random(100)
     assert len(data) == 100 and data != bytes(100)
