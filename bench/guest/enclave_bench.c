@@ -6,6 +6,8 @@
  *   enclave_bench calls BUNDLE N RUNS EXTRA with EXTRA more enclaves live:
  *                                          "bench: ecall LIVE NS" per empty ECALL (EENTER+EEXIT)
  *                                          "bench: ocall LIVE NS" per OCALL (EEXIT+EENTER)
+ *                                          (the best batch), after a line per batch:
+ *                                          "bench: batch LIVE ECALL_NS OCALL_NS"
  *   enclave_bench threads BUNDLE N RUNS K  "bench: threads K NS" per empty ECALL when the
  *                                          calls go round-robin over K TCSs of one enclave
  *                                          (K host threads taking turns: the mock kernel has
@@ -76,6 +78,7 @@ static int calls(unsigned long n, unsigned long runs, unsigned long extra)
         ecall = e < ecall ? e : ecall;
         uint64_t o = (t2 - t1 - e) / n;     /* one ECALL carried the n OCALLs */
         ocall = o < ocall ? o : ocall;
+        printf("bench: batch %lu %lu %lu\n", extra + 1, (unsigned long)e, (unsigned long)o);
     }
     printf("bench: ecall %lu %lu\n", extra + 1, (unsigned long)ecall);
     printf("bench: ocall %lu %lu\n", extra + 1, (unsigned long)ocall);
