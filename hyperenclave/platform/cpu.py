@@ -220,6 +220,12 @@ class _FastRegs:
         self._write(self._handle, self._ids, self._ptrs, self._n)
 
 
+def _checked(status: int) -> None:
+    """Raise what libunicorn returned unless it is UC_ERR_OK (direct calls bypass the binding)."""
+    if status != UC_ERR_OK:
+        raise UcError(status)
+
+
 class _MixedRegs(_FastRegs):
     """A batch that also holds a descriptor-table register ("idtr", "gdtr": (base, limit)) or
     EFER ("efer"): an enclave switch saves and loads them with its GPRs in one call. Those
@@ -241,7 +247,7 @@ class _MixedRegs(_FastRegs):
                 self._ptrs[i] = ctypes.addressof(msr)
 
     def read(self) -> tuple:
-        _DirectState._check(self._read(self._handle, self._ids, self._ptrs, self._n))
+        _checked(self._read(self._handle, self._ids, self._ptrs, self._n))
         values: list = list(self._values)
         for i, mmr in self._tables:
             values[i] = (mmr.base, mmr.limit)
@@ -259,7 +265,7 @@ class _MixedRegs(_FastRegs):
             mmr.base, mmr.limit = values[i]
         for i, msr in self._msrs:
             msr.val = values[i]
-        _DirectState._check(self._write(self._handle, self._ids, self._ptrs, self._n))
+        _checked(self._write(self._handle, self._ids, self._ptrs, self._n))
 
 
 _TABLE_REGS = {"idtr": x86.UC_X86_REG_IDTR, "gdtr": x86.UC_X86_REG_GDTR}
@@ -278,31 +284,26 @@ class _DirectState:
         self._mmr_ref = ctypes.byref(self._mmr)
         self._msr_ref = ctypes.byref(self._msr)
 
-    @staticmethod
-    def _check(status: int) -> None:
-        if status != UC_ERR_OK:
-            raise UcError(status)
-
     def table(self, reg: int) -> tuple[int, int]:
-        self._check(uclib.uc_reg_read(self._handle, reg, self._mmr_ref))
+        _checked(uclib.uc_reg_read(self._handle, reg, self._mmr_ref))
         return self._mmr.base, self._mmr.limit
 
     def set_table(self, reg: int, base: int, limit: int) -> None:
         mmr = self._mmr
         mmr.selector, mmr.base, mmr.limit, mmr.flags = 0, base, limit, 0
-        self._check(uclib.uc_reg_write(self._handle, reg, self._mmr_ref))
+        _checked(uclib.uc_reg_write(self._handle, reg, self._mmr_ref))
 
     def msr(self, index: int) -> int:
         self._msr.rid = index
-        self._check(uclib.uc_reg_read(self._handle, x86.UC_X86_REG_MSR, self._msr_ref))
+        _checked(uclib.uc_reg_read(self._handle, x86.UC_X86_REG_MSR, self._msr_ref))
         return self._msr.val
 
     def set_msr(self, index: int, value: int) -> None:
         self._msr.rid, self._msr.val = index, value
-        self._check(uclib.uc_reg_write(self._handle, x86.UC_X86_REG_MSR, self._msr_ref))
+        _checked(uclib.uc_reg_write(self._handle, x86.UC_X86_REG_MSR, self._msr_ref))
 
     def flush_tlb(self) -> None:
-        self._check(uclib.uc_ctl(self._handle, self._FLUSH))
+        _checked(uclib.uc_ctl(self._handle, self._FLUSH))
 
 
 class SliceTimer:

@@ -72,17 +72,17 @@ def test_the_state_a_syscall_returns_to_is_left_alone() -> None:
     assert bm.cpu.rip == user + 7
 
 
-def test_a_returned_syscall_is_never_run_twice() -> None:
-    """Under a stop every 20 us, whatever the slices do, a kernel that counts SYSCALLs sees
-    none of them twice."""
+def count_syscalls(kernel: str, before: str, calls: int) -> BareMetal:
+    """Ring 3 makes `calls` SYSCALLs (each after `before`) under slices of 20 us; the kernel's
+    handler (`kernel`, then SYSRET) counts them in R13, which the user reports at the end."""
     from tests.unit.test_idt_delivery import KCS, enter_user
     bm = BareMetal()
-    bm.cpu.set_msr(0xC0000081, (0x23 << 48) | (KCS << 32))
-    bm.cpu.set_msr(0xC0000082, 0x130000)
-    bm.load(0x130000, "inc %r13 ; sysretq")
-    enter_user(bm, """
-        mov $3000, %r12 ; xor %r13, %r13
-    1:  mov $39, %eax ; syscall
+    bm.cpu.set_msr(0xC0000081, (0x23 << 48) | (KCS << 32))      # STAR
+    bm.cpu.set_msr(0xC0000082, 0x130000)                        # LSTAR
+    bm.load(0x130000, f"inc %r13 ; {kernel} ; sysretq")
+    enter_user(bm, f"""
+        mov ${calls}, %r12 ; xor %r13, %r13 ; mov $0x3ff000, %rbx
+    1:  {before} ; mov $39, %eax ; syscall
         dec %r12 ; jnz 1b
         mov %r13, %rax ; out %eax, $0xe9
         mov $0x2000, %ax ; out %ax, $0xea
@@ -92,6 +92,13 @@ def test_a_returned_syscall_is_never_run_twice() -> None:
     while not bm.bus.stop_requested and slices < 200_000:
         bm.cpu.run_slice(20)
         slices += 1
+    return bm
+
+
+def test_a_returned_syscall_is_never_run_twice() -> None:
+    """Under a stop every 20 us, whatever the slices do, a kernel that counts SYSCALLs sees
+    none of them twice."""
+    bm = count_syscalls(kernel="nop", before="nop", calls=3000)
     (counted,) = bm.recorder.values
     assert counted <= 3000, "no SYSCALL ran twice"
 
@@ -103,24 +110,8 @@ def test_no_syscall_is_lost_when_a_fill_precedes_it_in_its_block() -> None:
     hook, and in this loop the state left behind looks like a returned SYSCALL, so nothing
     could replay it (1 run in 4 lost thousands). Slices end every 20 us: every SYSCALL must
     still reach the kernel."""
-    from tests.unit.test_idt_delivery import KCS, enter_user
-    bm = BareMetal()
-    bm.cpu.set_msr(0xC0000081, (0x23 << 48) | (KCS << 32))
-    bm.cpu.set_msr(0xC0000082, 0x130000)
-    bm.load(0x130000, "inc %r13 ; mov %cr3, %rax ; mov %rax, %cr3 ; sysretq")
-    calls = 10_000
-    enter_user(bm, f"""
-        mov ${calls}, %r12 ; xor %r13, %r13 ; mov $0x3ff000, %rbx
-    1:  mov (%rbx), %rdx ; mov $39, %eax ; syscall
-        dec %r12 ; jnz 1b
-        mov %r13, %rax ; out %eax, $0xe9
-        mov $0x2000, %ax ; out %ax, $0xea
-    """)
-    bm.cpu.rip = KERNEL
-    slices = 0
-    while not bm.bus.stop_requested and slices < 200_000:
-        bm.cpu.run_slice(20)
-        slices += 1
+    bm = count_syscalls(kernel="mov %cr3, %rax ; mov %rax, %cr3", before="mov (%rbx), %rdx",
+                        calls=10_000)
     (counted,) = bm.recorder.values
     assert bm.cpu.timer.deadlines > 10, "slices really ran into their deadlines"
-    assert counted == calls, f"{calls - counted} SYSCALLs lost"
+    assert counted == 10_000, f"{10_000 - counted} SYSCALLs lost"
