@@ -10,6 +10,7 @@
  *                                          "bench: batch LIVE ECALL_NS OCALL_NS"
  *   enclave_bench threads BUNDLE N RUNS K  "bench: threads K NS" per empty ECALL when the
  *                                          calls go round-robin over K TCSs of one enclave
+ *                                          (the best batch), after "bench: tbatch K NS" per batch
  *                                          (K host threads taking turns: the mock kernel has
  *                                          no threads and the machine one vCPU)
  *
@@ -107,6 +108,7 @@ static int threads(unsigned long n, unsigned long runs, unsigned long k)
             call(e.tcs[i % k], 1, 0);
         uint64_t t = (rdtsc() - t0) / n;
         best = t < best ? t : best;
+        printf("bench: tbatch %lu %lu\n", k, (unsigned long)t);
     }
     printf("bench: threads %lu %lu\n", k, (unsigned long)best);
     close(e.dev);
