@@ -269,6 +269,8 @@ class _MixedRegs(_FastRegs):
 
 
 _TABLE_REGS = {"idtr": x86.UC_X86_REG_IDTR, "gdtr": x86.UC_X86_REG_GDTR}
+_X87_CONTROL = (x86.UC_X86_REG_FPCW, x86.UC_X86_REG_FPSW, x86.UC_X86_REG_FPTAG,
+                x86.UC_X86_REG_FOP, x86.UC_X86_REG_FIP, x86.UC_X86_REG_FDP)
 
 
 class _DirectState:
@@ -495,6 +497,28 @@ class VCpu:
         self.uc.reg_write(x86.UC_X86_REG_MXCSR, mxcsr)
         for i, value in enumerate(xmm):
             self.uc.reg_write(x86.UC_X86_REG_XMM0 + i, value)
+
+    def x87_registers(self) -> tuple:
+        """FCW, FSW, abridged FTW (a bit per physical register: 1 = not empty), FOP, FIP, FDP
+        and ST0-ST7 in stack order, as FXSAVE stores them (Unicorn reads the physical
+        registers and a full tag word: two bits each, 3 = empty)."""
+        uc = self.uc
+        fcw, fsw, tags, fop, fip, fdp = (uc.reg_read(r) for r in _X87_CONTROL)
+        physical = [uc.reg_read(x86.UC_X86_REG_FP0 + i) for i in range(8)]
+        top = fsw >> 11 & 7
+        ftw = sum(1 << i for i in range(8) if tags >> 2 * i & 3 != 3)
+        return (fcw, fsw, ftw, fop, fip, fdp, tuple(physical[(top + i) & 7] for i in range(8)))
+
+    def set_x87_registers(self, fcw: int, fsw: int, ftw: int, fop: int, fip: int, fdp: int,
+                          st: tuple[tuple[int, int], ...]) -> None:
+        """The inverse of `x87_registers` (FXRSTOR)."""
+        uc = self.uc
+        tags = sum((0 if ftw >> i & 1 else 3) << 2 * i for i in range(8))
+        for reg, value in zip(_X87_CONTROL, (fcw, fsw, tags, fop, fip, fdp)):
+            uc.reg_write(reg, value)
+        top = fsw >> 11 & 7
+        for i, value in enumerate(st):
+            uc.reg_write(x86.UC_X86_REG_FP0 + ((top + i) & 7), value)
 
     def msr(self, index: int) -> int:
         return self._direct.msr(index)

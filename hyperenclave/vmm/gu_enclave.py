@@ -29,8 +29,8 @@ from .ept import Ept, EptPerm, MemType
 from .ept_tlb import EptTlb
 from .hypercall import HypercallArgs, HypercallError
 from .guest_pt import GuestPageTable
-from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, SSE_STATE_SIZE, ExInfo, GprSgx, PageFlags,
-                  PageType, SgxFault, SseState, Tcs, exit_info, gprsgx_offset)
+from .sgx import (EXIT_TYPE_HARDWARE, PAGE_SIZE, FPU_STATE_SIZE, ExInfo, FpuState, GprSgx, PageFlags,
+                  PageType, SgxFault, Tcs, exit_info, gprsgx_offset)
 
 SHARED_RANGE = struct.Struct("<QQQ")   # HC_SHARED_MEMORY_ADD: {secs, start, end}
 
@@ -265,13 +265,13 @@ class EnclaveRunner:
                                             ).errcd & SHARED_MEM_FETCH:
             return False
         self._sync_shared_fetch(cpu, enclave, frame - ExInfo.SIZE)
-        sse = SseState.unpack(self.memory.read(self._xsave_pa(enclave, tcs, tcs.cssa - 1),
-                                               SSE_STATE_SIZE))
+        fpu = FpuState.unpack(self.memory.read(self._xsave_pa(enclave, tcs, tcs.cssa - 1),
+                                               FPU_STATE_SIZE))
         self._set_cssa(tcs_pa, tcs.cssa - 1)
         self._switch_in(cpu, enclave, tcs_la, tcs_pa, tcs, aep, by_hypercall, app,
                         **{name: getattr(gpr, name) for name in GPRS}, rflags=gpr.rflags,
                         fs_base=gpr.fsbase, gs_base=gpr.gsbase, rip=gpr.rip)
-        cpu.set_sse_registers(sse.mxcsr, sse.xmm)
+        self._load_fpu(cpu, fpu)
         return True
 
     def _check_entry(self, cpu: "VCpu", tcs_la: int) -> tuple["Enclave", int, Tcs]:
@@ -333,10 +333,11 @@ class EnclaveRunner:
                      exitinfo=exit_info(vector, EXIT_TYPE_HARDWARE) if vector < 32 else 0,
                      fsbase=fs_base, gsbase=gs_base)
         self.memory.write(frame, gpr.pack())
-        # XFRM x87|SSE: the XMM registers go into the frame's XSAVE area and leave scrubbed
-        self.memory.write(self._xsave_pa(enclave, tcs, tcs.cssa), SseState(*cpu.sse_registers()).pack())
-        init = SseState()
-        cpu.set_sse_registers(init.mxcsr, init.xmm)
+        # XFRM x87|SSE: the x87 and SSE state go into the frame's XSAVE area, then to their
+        # initial values (XRSTOR of the init state, as an AEX does)
+        self.memory.write(self._xsave_pa(enclave, tcs, tcs.cssa),
+                          FpuState(*cpu.x87_registers(), *cpu.sse_registers()).pack())
+        self._load_fpu(cpu, FpuState())
         self._set_cssa(thread.tcs_pa, tcs.cssa + 1)
         outside = thread.outside
         synthetic = dict.fromkeys(GPRS, 0)     # nothing of the enclave's state leaks
@@ -413,6 +414,11 @@ class EnclaveRunner:
         if pa is None:
             raise SgxFault.gp(f"SSA frame {index} at {la:#x} is not an enclave page")
         return pa
+
+    @staticmethod
+    def _load_fpu(cpu: "VCpu", fpu: FpuState) -> None:
+        cpu.set_x87_registers(fpu.fcw, fpu.fsw, fpu.ftw, fpu.fop, fpu.fip, fpu.fdp, fpu.st)
+        cpu.set_sse_registers(fpu.mxcsr, fpu.xmm)
 
     def _set_cssa(self, tcs_pa: int, cssa: int) -> None:
         self.memory.write_u32(tcs_pa + TCS_CSSA_OFFSET, cssa)

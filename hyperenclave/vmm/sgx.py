@@ -468,36 +468,54 @@ class ExInfo(SgxStruct):
 MXCSR_INIT = 0x1F80                 # all exceptions masked, round to nearest
 MXCSR_MASK = 0xFFFF
 X87_FCW_INIT = 0x037F
+XSAVE_ST_OFFSET = 32                # ST0-ST7 / MM0-MM7, 16 bytes each (10 used)
 XSAVE_XMM_OFFSET = 160
 XSAVE_HEADER_OFFSET = 512
 XFEATURE_X87, XFEATURE_SSE = 1, 2
-SSE_STATE_SIZE = XSAVE_HEADER_OFFSET + 64
+FPU_STATE_SIZE = XSAVE_HEADER_OFFSET + 64
+_FXSAVE_X87 = struct.Struct("<HHBxHQQ")     # FCW, FSW, abridged FTW, FOP, FIP, FDP (64-bit form)
+#: An x87 register: (64-bit significand, sign and 15-bit exponent), as Unicorn reads it.
+X87Register = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class SseState:
-    """The SSE part of an SSA frame's XSAVE area (SDM Vol. 1 13.4.1: the legacy region's MXCSR
-    and XMM0-15, XSTATE_BV in the header), what AEX saves for XFRM x87|SSE and ERESUME loads.
-    The x87 part is written in its initial state (this monitor does not model x87 state)."""
+class FpuState:
+    """The x87 and SSE state in an SSA frame's XSAVE area (SDM Vol. 1 10.5.1 and 13.4: the
+    legacy region's FCW, FSW, abridged FTW, FOP, FIP, FDP, ST0-ST7, MXCSR and XMM0-15, and
+    XSTATE_BV in the header): what AEX saves for XFRM x87|SSE and then replaces by the initial
+    values (so the host sees none of it, not even the last x87 instruction's address), and
+    what ERESUME loads. ST registers are in stack order, `ftw` has a bit per physical register
+    (1 = not empty), as FXSAVE writes them."""
 
+    fcw: int = X87_FCW_INIT
+    fsw: int = 0
+    ftw: int = 0
+    fop: int = 0
+    fip: int = 0
+    fdp: int = 0
+    st: tuple[X87Register, ...] = ((0, 0),) * 8
     mxcsr: int = MXCSR_INIT
     xmm: tuple[int, ...] = (0,) * 16
 
     def pack(self) -> bytes:
-        area = bytearray(XSAVE_HEADER_OFFSET + 64)
-        struct.pack_into("<H", area, 0, X87_FCW_INIT)
+        area = bytearray(FPU_STATE_SIZE)
+        _FXSAVE_X87.pack_into(area, 0, self.fcw, self.fsw, self.ftw, self.fop, self.fip, self.fdp)
         struct.pack_into("<II", area, 24, self.mxcsr, MXCSR_MASK)
+        for i, (significand, exponent) in enumerate(self.st):
+            struct.pack_into("<QH", area, XSAVE_ST_OFFSET + 16 * i, significand, exponent)
         for i, value in enumerate(self.xmm):
             area[XSAVE_XMM_OFFSET + 16 * i:XSAVE_XMM_OFFSET + 16 * (i + 1)] = value.to_bytes(16, "little")
         struct.pack_into("<Q", area, XSAVE_HEADER_OFFSET, XFEATURE_X87 | XFEATURE_SSE)
         return bytes(area)
 
     @classmethod
-    def unpack(cls, area: bytes) -> SseState:
+    def unpack(cls, area: bytes) -> FpuState:
+        fcw, fsw, ftw, fop, fip, fdp = _FXSAVE_X87.unpack_from(area, 0)
         (mxcsr,) = struct.unpack_from("<I", area, 24)
+        st = tuple(struct.unpack_from("<QH", area, XSAVE_ST_OFFSET + 16 * i) for i in range(8))
         xmm = tuple(int.from_bytes(area[XSAVE_XMM_OFFSET + 16 * i:XSAVE_XMM_OFFSET + 16 * (i + 1)],
                                    "little") for i in range(16))
-        return cls(mxcsr, xmm)
+        return cls(fcw, fsw, ftw, fop, fip, fdp, st, mxcsr, xmm)
 
 
 def gprsgx_offset(ssa_frame_pages: int) -> int:

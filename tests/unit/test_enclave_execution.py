@@ -136,6 +136,22 @@ def test_aex_saves_the_xmm_registers_in_the_ssa_and_scrubs_them(monitor_image, k
     assert mon.runner.aex_count == 1
 
 
+def test_aex_saves_the_x87_state_in_the_ssa_and_scrubs_it(monitor_image, key) -> None:  # noqa: F811
+    """The x87 part of XFRM: at the AEP the host finds ST0 empty with TOP 0 (FXAM's C3|C0) and
+    no address of the enclave's last x87 instruction (FIP 0); ERESUME brings back the stack,
+    and the enclave's 64-bit integer goes through FILD/FISTP unchanged."""
+    out, _, mon = run(monitor_image, key,
+                      middle="fninit ; movabs $0x10002000, %r9 ; fildq (%r9) ; int3 ; "
+                             "fistpq 8(%r9) ; mov 8(%r9), %rdx",
+                      bp_report=f"{BP_REPORT} ; sub $64, %rsp ; fnstenv (%rsp) ; "
+                                "mov 12(%rsp), %eax ; out %eax, $0xe9 ; add $64, %rsp ; "
+                                "fxam ; fnstsw %ax ; out %eax, $0xe9")
+    fxam_empty = 1 << 14 | 1 << 8                   # C3 and C0: ST0 is empty; TOP (13:11) is 0
+    assert out[:3] == [0xB3, 0, fxam_empty], "the host sees the x87 initial state, FIP 0"
+    assert struct.pack("<I", out[4]) == b"SECR", "ERESUME restored the enclave's ST0"
+    assert mon.runner.aex_count == 1
+
+
 def test_the_host_cannot_read_the_enclave_through_its_own_mapping(monitor_image, key) -> None:  # noqa: F811
     out, _, mon = run(monitor_image, key)
     hpa, _ = mon._cpus[0].translate(BASE + 0x2000)
