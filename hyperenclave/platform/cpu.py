@@ -359,6 +359,8 @@ class SliceTimer:
     def end_expired(self) -> None:
         """From a hook on an instruction that ends its block: end the slice there if its
         deadline has passed (nothing is left in the block whose hooks a stop could skip)."""
+        if not self.expired:                   # every IN and OUT asks: no lock unless due
+            return
         with self._cond:
             if self._uc is None or self._deadline is None or not self.expired or self._issued:
                 return
@@ -523,14 +525,12 @@ class VCpu:
     def msr(self, index: int) -> int:
         return self._direct.msr(index)
 
-    def set_msr(self, index: int, value: int, flush_tlb: bool = True) -> None:
-        """WRMSR; a new EFER changes the walks, so the TLB goes unless the caller switches
-        address spaces itself (`switch_address_space`)."""
+    def set_msr(self, index: int, value: int) -> None:
+        """WRMSR; a new EFER changes the walks, so the TLB goes."""
         self._direct.set_msr(index, value)
         if index == MSR_EFER:
             self.efer = value
-            if flush_tlb:
-                self.flush_tlb()
+            self.flush_tlb()
 
     @property
     def rip(self) -> int:
@@ -711,8 +711,7 @@ class VCpu:
             self._fill_fault, self._fill_vaddr, self._fill_access = fault, vaddr, access
 
     def _in(self, uc: Uc, port: int, size: int, _user) -> int:
-        if self.timer.expired:
-            self.timer.end_expired()           # IN ends its block: a safe place to stop
+        self.timer.end_expired()               # IN ends its block: a safe place to stop
         if self.intercept is not None and port in self.intercept.io_exit_ports:
             return self.intercept.on_io(self, port, size, True, 0)
         return self.io.port_read(port, size)
@@ -724,7 +723,7 @@ class VCpu:
             self.io.port_write(port, size, value)
         if self.io.stop_requested:
             uc.emu_stop()
-        elif self.timer.expired:
+        else:
             self.timer.end_expired()           # OUT ends its block: a safe place to stop
 
     def _cpuid(self, uc: Uc, _user) -> int:
@@ -760,8 +759,7 @@ class VCpu:
             regs = (rax, rdi, rsi, cs & 3)
             fast = self.intercept.on_enclu_fast if insn == ENCLU else self.intercept.on_vmcall_fast
             if fast(self, rip, regs):
-                if self.timer.expired:         # between blocks (the #UD path): safe to stop
-                    self.timer.end_expired()
+                self.timer.end_expired()       # between blocks (the #UD path): safe to stop
                 return True   # handled; Unicorn goes on at the RIP the monitor set
         try:
             insn = self.read_virtual(rip, 3)

@@ -26,7 +26,7 @@ from .sgx import PAGE_SIZE, SecInfo
 EEXTEND_CHUNK = 256
 _ECREATE = struct.Struct("<8sIQ44x")
 _EADD = struct.Struct("<8sQ48s")
-_EEXTEND = struct.Struct("<8sQ48x")
+_EEXTEND_TAG = np.frombuffer(b"EEXTEND\0", np.uint8)
 RECORD_SIZE = 64
 CHUNKS_PER_PAGE = PAGE_SIZE // EEXTEND_CHUNK
 #: Pages per block handed to hashlib: ~1.3 MiB of records, measured fastest on this machine.
@@ -100,11 +100,17 @@ def _eextend_records(offset: int, data: bytes | bytearray | memoryview) -> memor
                                f"{EEXTEND_CHUNK}-byte chunks")
     chunks = len(view) // EEXTEND_CHUNK
     records = np.zeros((chunks, RECORD_SIZE + EEXTEND_CHUNK), dtype=np.uint8)
-    records[:, :8] = np.frombuffer(b"EEXTEND\0", np.uint8)
-    offsets = offset + np.arange(chunks, dtype="<u8") * EEXTEND_CHUNK
-    records[:, 8:16] = offsets.view(np.uint8).reshape(chunks, 8)
-    records[:, RECORD_SIZE:] = np.frombuffer(view, np.uint8).reshape(chunks, EEXTEND_CHUNK)
+    _fill_eextends(records, offset + np.arange(chunks, dtype="<u8") * EEXTEND_CHUNK,
+                   np.frombuffer(view, np.uint8).reshape(chunks, EEXTEND_CHUNK))
     return memoryview(records).cast("B")
+
+
+def _fill_eextends(records: np.ndarray, offsets: np.ndarray, chunks: np.ndarray) -> None:
+    """EEXTEND records along the last axis of `records` (header, then the 256-byte chunk);
+    `offsets` (u64) and `chunks` have its other axes."""
+    records[..., :8] = _EEXTEND_TAG
+    records[..., 8:16] = offsets[..., None].view(np.uint8)
+    records[..., RECORD_SIZE:] = chunks
 
 
 def _page_records(offset: int, view: memoryview, eadd_tail: bytes, measure: bool):
@@ -118,15 +124,13 @@ def _page_records(offset: int, view: memoryview, eadd_tail: bytes, measure: bool
     block[:, 16:RECORD_SIZE] = np.frombuffer(eadd_tail, np.uint8)
     if measure:
         extends = block[:, RECORD_SIZE:].reshape(len(block), CHUNKS_PER_PAGE, -1)
-        extends[:, :, :8] = np.frombuffer(b"EEXTEND\0", np.uint8)
     contents = np.frombuffer(view, np.uint8)
     for first in range(0, pages, RECORD_BATCH):
         n = min(RECORD_BATCH, pages - first)
         bases = offset + (np.arange(first, first + n, dtype="<u8") << np.uint64(12))
         block[:n, 8:16] = bases.view(np.uint8).reshape(n, 8)
         if measure:
-            chunk_offsets = bases[:, None] + _CHUNK_OFFSETS[None, :]
-            extends[:n, :, 8:16] = chunk_offsets.view(np.uint8).reshape(n, CHUNKS_PER_PAGE, 8)
-            extends[:n, :, RECORD_SIZE:] = contents[first * PAGE_SIZE:(first + n) * PAGE_SIZE] \
-                .reshape(n, CHUNKS_PER_PAGE, EEXTEND_CHUNK)
+            _fill_eextends(extends[:n], bases[:, None] + _CHUNK_OFFSETS[None, :],
+                           contents[first * PAGE_SIZE:(first + n) * PAGE_SIZE]
+                           .reshape(n, CHUNKS_PER_PAGE, EEXTEND_CHUNK))
         yield memoryview(block[:n]).cast("B")

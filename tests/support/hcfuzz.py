@@ -79,6 +79,13 @@ def b_pages() -> list[tuple[int, PageType, int, bytes]]:
             (0x4000, PageType.PT_REG, R | W, bytes(4096))]
 
 
+# The call's registers from its table row at R13 (RAX, RDI, RSI, RDX, RBX, RCX), at CPL 0 and 3.
+LOAD_CALL = """    mov 8(%r13), %rax
+    mov 16(%r13), %rdi
+    mov 24(%r13), %rsi
+    mov 32(%r13), %rdx
+    mov 40(%r13), %rbx
+    mov 48(%r13), %rcx"""
 GUEST_LOOP = f"""
 loop:
     movabs ${KSTACK - 0x100}, %rsp
@@ -95,12 +102,7 @@ loop:
     movl (%r13), %eax
     test %eax, %eax
     jnz user
-    mov 8(%r13), %rax
-    mov 16(%r13), %rdi
-    mov 24(%r13), %rsi
-    mov 32(%r13), %rdx
-    mov 40(%r13), %rbx
-    mov 48(%r13), %rcx
+{LOAD_CALL}
     vmcall
     movabs ${CURSOR}, %r15
     mov 16(%r15), %r13
@@ -117,12 +119,7 @@ GUEST_USER = f"""
     movabs ${CURSOR + 16}, %r15
     mov (%r15), %r13
     movl (%r13), %r12d
-    mov 8(%r13), %rax
-    mov 16(%r13), %rdi
-    mov 24(%r13), %rsi
-    mov 32(%r13), %rdx
-    mov 40(%r13), %rbx
-    mov 48(%r13), %rcx
+{LOAD_CALL}
     cmp $2, %r12d
     je 2f
     vmcall
